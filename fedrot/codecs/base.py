@@ -1,0 +1,335 @@
+"""The codec interface every scheme implements, with the shared front end.
+
+A codec turns a 1-D float vector into payload bytes and back, given the round seed
+and the sender's client id. ``Codec`` handles input validation, the wire envelope,
+weighted aggregation and reporting; a scheme supplies ``_encode``/``_decode``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from .. import wire
+from ..errors import PayloadError
+from ..seeds import MASK64
+
+__all__ = ["Codec", "CodecInfo", "as_vector", "tensor_bytes", "read_tensor", "read_f32"]
+
+
+@dataclass(frozen=True)
+class CodecInfo:
+    """Facts about a codec applied to vectors of length ``d``.
+
+    Attributes
+    ----------
+    name, params
+        Registry name and keyword parameters.
+    d
+        Vector length the facts refer to.
+    payload_bytes
+        Exact payload size in bytes when it depends only on ``d``; for codecs whose
+        size depends on the data (fractional EDEN, QUIC-FL outliers) its expectation
+        for Gaussian-like input, rounded up.
+    header_bytes
+        Bytes of the payload that are not packed codes/values: envelope, parameters,
+        counts and per-piece scales.
+    bits_per_coordinate
+        ``8 * payload_bytes / d``.
+    unbiased
+        Whether E[decode(encode(x))] = x.
+    shared_rotation
+        Whether all clients of a round share one rotation (server inverts once).
+    expected_vnmse
+        vNMSE for Gaussian input at large d (theory), or None when it depends on
+        the data.
+    """
+
+    name: str
+    params: dict[str, Any]
+    d: int
+    payload_bytes: int
+    header_bytes: int
+    bits_per_coordinate: float
+    unbiased: bool
+    shared_rotation: bool
+    expected_vnmse: float | None
+    notes: str = field(default="")
+
+
+def as_vector(x: Any, device: torch.device) -> torch.Tensor:
+    """Validate an input update and return a float32 copy on ``device``.
+
+    Raises
+    ------
+    TypeError
+        If ``x`` is neither a torch tensor nor a numpy array, or is not floating.
+    ValueError
+        If ``x`` is not 1-D, is empty, or holds NaN/Inf.
+    """
+    if isinstance(x, np.ndarray):
+        if not np.issubdtype(x.dtype, np.floating):
+            raise TypeError(
+                f"`x` must hold floats (float16/32/64). Found dtype {x.dtype}."
+            )
+        x = torch.from_numpy(np.ascontiguousarray(x))
+    elif not isinstance(x, torch.Tensor):
+        raise TypeError(
+            f"`x` must be a 1-D torch.Tensor or numpy array. Found {type(x).__name__}."
+        )
+    if not x.is_floating_point():
+        raise TypeError(f"`x` must be a floating-point tensor. Found dtype {x.dtype}.")
+    if x.dim() != 1:
+        raise ValueError(
+            f"`x` must be 1-D (flatten the update first). Found shape {tuple(x.shape)}."
+        )
+    if x.numel() == 0:
+        raise ValueError("`x` must have at least one coordinate. Found an empty vector.")
+    v = x.detach().to(device=device, dtype=torch.float32, copy=True)
+    if not bool(torch.isfinite(v).all()):
+        bad = int((~torch.isfinite(v)).sum())
+        raise ValueError(
+            f"`x` holds {bad} NaN/Inf value(s) (or values beyond float32 range); "
+            "refusing to encode a non-finite update."
+        )
+    return v
+
+
+def tensor_bytes(t: torch.Tensor) -> bytes:
+    """Little-endian bytes of a uint8 / float32 / float16 tensor (moved to the CPU)."""
+    arr = t.detach().cpu().numpy()
+    return arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
+
+
+def read_tensor(
+    view: memoryview, dtype: torch.dtype, device: torch.device
+) -> torch.Tensor:
+    """A tensor of ``dtype`` copied from payload bytes, on ``device``."""
+    if len(view) == 0:
+        return torch.empty(0, dtype=dtype, device=device)
+    return torch.frombuffer(bytearray(view), dtype=dtype).to(device)
+
+
+def read_f32(reader: wire.Reader, n: int, device: torch.device) -> torch.Tensor:
+    """The next ``n`` finite float32 values of a payload body, on ``device``."""
+    return torch.from_numpy(reader.f32(n).copy()).to(device)
+
+
+def _check_id(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"`{name}` must be an int. Found {type(value).__name__}.")
+    value = int(value)
+    if not 0 <= value <= MASK64:
+        raise ValueError(f"`{name}` must be in 0..2**64-1. Found {value}.")
+    return value
+
+
+class Codec(ABC):
+    """Base of all codecs (one level of inheritance; schemes subclass it directly).
+
+    Subclasses set ``name``, ``codec_id``, ``unbiased``, ``shared_rotation`` and
+    implement ``params``, ``_param_block``, ``_encode``, ``_decode`` and
+    ``_sizes``.
+    """
+
+    name: ClassVar[str]
+    codec_id: ClassVar[int]
+    unbiased: ClassVar[bool] = True
+    shared_rotation: ClassVar[bool] = False
+
+    def __init__(self, *, device: str | torch.device = "cpu") -> None:
+        try:
+            self.device = torch.device(device)
+        except (RuntimeError, TypeError) as exc:
+            raise ValueError(
+                f"`device` must be a torch device such as 'cpu' or 'cuda'. Found {device!r}."
+            ) from exc
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(
+                "`device` is 'cuda' but torch sees no CUDA device; use device='cpu'."
+            )
+
+    # ----------------------------------------------------------------- public API
+    def encode(self, x: Any, *, seed: int, client: int) -> bytes:
+        """Compress a 1-D float vector into payload bytes.
+
+        Parameters
+        ----------
+        x : torch.Tensor or numpy.ndarray
+            1-D floating vector of any length d >= 1, finite.
+        seed : int
+            Round seed shared by all clients, in 0..2**64-1.
+        client : int
+            Sender id (e.g. a Flower node id), in 0..2**64-1.
+        """
+        seed, client = _check_id("seed", seed), _check_id("client", client)
+        return self._encode(as_vector(x, self.device), seed, client)
+
+    def decode(self, blob: bytes, *, seed: int, client: int) -> torch.Tensor:
+        """Rebuild the vector from a payload; returns a float32 tensor of length d.
+
+        Raises
+        ------
+        PayloadError
+            If the payload is truncated, corrupt, of another codec, parameters or
+            version, or its length does not match its header.
+        """
+        seed, client = _check_id("seed", seed), _check_id("client", client)
+        header, body = wire.parse(blob)
+        self._check_header(header)
+        return self._decode(header, wire.Reader(body), seed, client)
+
+    def aggregate(
+        self,
+        blobs: Sequence[bytes],
+        *,
+        seed: int,
+        clients: Sequence[int],
+        weights: Sequence[float] | None = None,
+    ) -> torch.Tensor:
+        """Weighted mean of the clients' decoded vectors.
+
+        Every payload is validated (envelope, codec, parameters, common d) before
+        any is decoded. Raises :class:`PayloadError` naming the bad payload.
+        """
+        w = self._check_aggregate_args(blobs, clients, weights)
+        headers = []
+        for i, blob in enumerate(blobs):
+            try:
+                header, _ = wire.parse(blob)
+                self._check_header(header)
+            except PayloadError as exc:
+                raise PayloadError(f"Payload {i} (client {clients[i]}): {exc}") from exc
+            headers.append(header)
+        d = headers[0].d
+        for i, h in enumerate(headers):
+            if h.d != d:
+                raise PayloadError(
+                    f"Payload {i} (client {clients[i]}) has d = {h.d}; payload 0 has "
+                    f"d = {d}. All clients must send vectors of the same length."
+                )
+        return self._aggregate(list(blobs), seed, [int(c) for c in clients], w)
+
+    def info(self, d: int) -> CodecInfo:
+        """Sizes and statistical facts for vectors of length ``d``."""
+        if isinstance(d, bool) or not isinstance(d, int) or d < 1:
+            raise ValueError(f"`d` must be an int >= 1. Found {d!r}.")
+        total, codes = self._sizes(d)
+        return CodecInfo(
+            name=self.name,
+            params=self.params(),
+            d=d,
+            payload_bytes=total,
+            header_bytes=total - codes,
+            bits_per_coordinate=8 * total / d,
+            unbiased=self.unbiased,
+            shared_rotation=self.shared_rotation,
+            expected_vnmse=self._expected_vnmse(),
+        )
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
+        return f"get_codec({self.name!r}{', ' if args else ''}{args})"
+
+    # ------------------------------------------------------------ scheme hooks
+    def params(self) -> dict[str, Any]:
+        """Keyword parameters that recreate this codec with ``get_codec``."""
+        return {}
+
+    def _param_block(self) -> bytes:
+        return b""
+
+    def _chunk_log2(self) -> int:
+        return 0
+
+    @abstractmethod
+    def _encode(self, v: torch.Tensor, seed: int, client: int) -> bytes:
+        """Payload for a validated float32 vector on ``self.device``."""
+
+    @abstractmethod
+    def _decode(
+        self, header: wire.Header, reader: wire.Reader, seed: int, client: int
+    ) -> torch.Tensor:
+        """Vector from a payload whose envelope and parameters were checked."""
+
+    @abstractmethod
+    def _sizes(self, d: int) -> tuple[int, int]:
+        """(payload bytes, bytes of packed codes/values) for length d."""
+
+    def _expected_vnmse(self) -> float | None:
+        return None
+
+    def _aggregate(
+        self, blobs: list[bytes], seed: int, clients: list[int], weights: torch.Tensor
+    ) -> torch.Tensor:
+        acc: torch.Tensor | None = None
+        for blob, client, w in zip(blobs, clients, weights.tolist(), strict=True):
+            x = self.decode(blob, seed=seed, client=client)
+            acc = x.mul_(w) if acc is None else acc.add_(x, alpha=w)
+        assert acc is not None
+        return acc
+
+    # ----------------------------------------------------------------- helpers
+    def _pack(self, *, d: int, rotations: int, body: list[bytes]) -> bytes:
+        return wire.build(
+            codec_id=self.codec_id,
+            rotations=rotations,
+            chunk_log2=self._chunk_log2(),
+            d=d,
+            params=self._param_block(),
+            body=body,
+        )
+
+    def _check_header(self, header: wire.Header) -> None:
+        if header.codec_id != self.codec_id:
+            raise PayloadError(
+                f"Payload was made by codec id {header.codec_id}, but this is "
+                f"{self.name!r} (id {self.codec_id}). Decode with the sender's codec."
+            )
+        if header.params != self._param_block():
+            raise PayloadError(
+                f"Payload parameters {header.params.hex()} do not match this "
+                f"{self!r} ({self._param_block().hex()}). Configure the same "
+                "parameters on both sides."
+            )
+        if header.chunk_log2 != self._chunk_log2():
+            raise PayloadError(
+                f"Payload chunk size 2**{header.chunk_log2} does not match this "
+                f"codec's 2**{self._chunk_log2()}."
+            )
+
+    @staticmethod
+    def _check_aggregate_args(
+        blobs: Sequence[bytes],
+        clients: Sequence[int],
+        weights: Sequence[float] | None,
+    ) -> torch.Tensor:
+        n = len(blobs)
+        if n == 0:
+            raise ValueError("`blobs` is empty; aggregate needs at least one payload.")
+        if len(clients) != n:
+            raise ValueError(
+                f"`clients` must have one id per payload: {n} payloads, "
+                f"{len(clients)} ids."
+            )
+        for c in clients:
+            _check_id("clients[i]", c)
+        if weights is None:
+            w = np.ones(n)
+        else:
+            w = np.asarray(list(weights), dtype=np.float64)
+            if w.shape != (n,):
+                raise ValueError(
+                    f"`weights` must have one value per payload: {n} payloads, "
+                    f"{w.size} weights."
+                )
+            if not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+                raise ValueError(
+                    f"`weights` must be finite, >= 0 and not all zero. Found {w.tolist()}."
+                )
+        return torch.from_numpy(w / w.sum())
