@@ -8,14 +8,29 @@ from typing import Any
 from .base import Codec, CodecInfo
 from .drive import DriveCodec
 from .eden import EdenCodec
+from .hadamard_sq import HadamardSQCodec
+from .qsgd import QsgdCodec
+from .randk import RandKCodec
+from .raw import Fp16Codec, Fp32Codec
+from .signsgd import SignSGDCodec
+from .terngrad import TernGradCodec
+from .topk import TopKCodec
 
 __all__ = ["CODECS", "Codec", "CodecInfo", "available_codecs", "get_codec"]
 
 CODECS: dict[str, type[Codec]] = {
     cls.name: cls
     for cls in (
+        Fp32Codec,
+        Fp16Codec,
         DriveCodec,
         EdenCodec,
+        HadamardSQCodec,
+        QsgdCodec,
+        TernGradCodec,
+        TopKCodec,
+        RandKCodec,
+        SignSGDCodec,
     )
 }
 
