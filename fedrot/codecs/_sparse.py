@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import math
-import struct
 from typing import Any
 
 
 def check_fraction(fraction: Any) -> float:
-    """Validate ``fraction`` in (0, 1], exactly representable in float32."""
+    """Validate ``fraction`` in (0, 1]."""
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float)):
         raise TypeError(f"`fraction` must be a number. Found {type(fraction).__name__}.")
     fraction = float(fraction)
-    if not 0 < fraction <= 1 or struct.unpack("<f", struct.pack("<f", fraction))[0] != fraction:
-        raise ValueError(
-            "`fraction` must be in (0, 1] and exactly representable in float32 "
-            f"(e.g. 1/32 = 0.03125). Found {fraction}."
-        )
+    if not 0 < fraction <= 1:
+        raise ValueError(f"`fraction` must be in (0, 1]. Found {fraction}.")
     return fraction
 
 

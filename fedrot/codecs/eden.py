@@ -48,11 +48,8 @@ def _check_bits(bits: Any) -> float:
     if isinstance(bits, bool) or not isinstance(bits, (int, float)):
         raise TypeError(f"`bits` must be a number. Found {type(bits).__name__}.")
     bits = float(bits)
-    if not (0 < bits <= 8) or float(struct.unpack("<f", struct.pack("<f", bits))[0]) != bits:
-        raise ValueError(
-            f"`bits` must be in (0, 8] and exactly representable in float32 "
-            f"(e.g. 0.5, 1, 2.25). Found {bits}."
-        )
+    if not 0 < bits <= 8:
+        raise ValueError(f"`bits` must be in (0, 8]. Found {bits}.")
     return bits
 
 
@@ -98,7 +95,7 @@ class EdenCodec(Codec):
         }
 
     def _param_block(self) -> bytes:
-        return struct.pack("<f", self.bits) + rot.rotation_params(self.rotations)
+        return struct.pack("<d", self.bits) + rot.rotation_params(self.rotations)
 
     def _chunk_log2(self) -> int:
         return self.chunk_log2

@@ -40,7 +40,7 @@ class RandKCodec(Codec):
         return {"fraction": self.fraction}
 
     def _param_block(self) -> bytes:
-        return struct.pack("<f", self.fraction)
+        return struct.pack("<d", self.fraction)
 
     def _indices(self, d: int, seed: int, client: int) -> torch.Tensor:
         k = _sparse.num_kept(self.fraction, d)

@@ -38,7 +38,7 @@ class TernGradCodec(Codec):
         if clip is not None:
             if isinstance(clip, bool) or not isinstance(clip, (int, float)) or not clip > 0:
                 raise ValueError(f"`clip` must be None or a number > 0. Found {clip!r}.")
-            clip = float(struct.unpack("<f", struct.pack("<f", clip))[0])
+            clip = float(clip)
         self.clip = clip
 
     @property
@@ -50,7 +50,7 @@ class TernGradCodec(Codec):
         return {"clip": self.clip}
 
     def _param_block(self) -> bytes:
-        return struct.pack("<f", 0.0 if self.clip is None else self.clip)
+        return struct.pack("<d", 0.0 if self.clip is None else self.clip)
 
     def _encode(self, v: torch.Tensor, seed: int, client: int) -> bytes:
         if self.clip is not None and v.numel() > 1:

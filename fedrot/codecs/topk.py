@@ -40,7 +40,7 @@ class TopKCodec(Codec):
         return {"fraction": self.fraction}
 
     def _param_block(self) -> bytes:
-        return struct.pack("<f", self.fraction)
+        return struct.pack("<d", self.fraction)
 
     def _encode(self, v: torch.Tensor, seed: int, client: int) -> bytes:
         d = v.numel()
