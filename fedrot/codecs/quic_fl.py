@@ -1,0 +1,296 @@
+"""QUIC-FL: unbiased b-bit table quantization with one rotation shared by the round.
+
+Ben-Basat et al., "Accelerating Federated Learning with Quick Distributed Mean
+Estimation", ICML 2024, https://arxiv.org/abs/2205.13341. The receiver tables are
+solved by this project (:mod:`fedrot.quic_fl_tables`).
+
+Client ``i``, per power-of-two piece of ``D`` coordinates (see :mod:`fedrot.chunking`):
+  1. rotate with the round's SHARED k-RHT stack (keys from ``seed`` only):
+     ``y = R(x_p)``;
+  2. normalize: ``z = sqrt(D) * y / ||y||``;
+  3. bounded support: coordinates with ``|z| > T`` (a Gaussian has outlier fraction
+     ``p``, default 1/512) are sent exactly, as their float32 ``y`` value and index;
+  4. shared randomness ``h_j`` = top ``l`` bits of word j of the SplitMix64 stream of
+     ``derive_seed(seed, client, Stream.SHARED_H)``; private uniforms from
+     ``Stream.PRIVATE``;
+  5. every other coordinate sends ``X_j = S(z_j, h_j)``, the LP-optimal sender for
+     the receiver table ``R`` (at most one h randomized per z), so that
+     ``E[R[X_j, h_j]] = z_j`` exactly for every ``|z_j| <= T``.
+Server: ``y_hat = (||y|| / sqrt(D)) * R[X, h]`` with the outliers put back exactly;
+inverted in reverse order. ``aggregate`` sums the clients' weighted ``y_hat`` in the
+rotated domain and applies ONE inverse stack per round (per distinct k with
+``rotations="auto"``): ``O(n d) + O(k d log d)`` instead of ``O(n k d log d)``.
+A shared rotation is allowed because the estimate is unbiased per coordinate for any
+fixed rotation, so with independent h the n errors average out (NMSE = vNMSE / n).
+
+Payload (bytes; ``P`` = padded length, ``n_p`` = pieces, ``N`` = outliers,
+``w = max(1, ceil(log2 P))``)::
+
+    20 (envelope) + 7 (parameters) + 8 (N) + 4 n_p (norms)
+      + ceil(P b / 8) (codes) + ceil(N w / 8) (outlier indices) + 4 N (values)
+
+i.e. ``P b + 32 n_p + N (32 + w)`` bits plus a 35-byte header; see
+:meth:`QuicFLCodec.payload_size`.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from typing import Any
+
+import torch
+
+from .. import bitpack, wire
+from ..chunking import DEFAULT_CHUNK_SIZE, ChunkPlan, plan_chunks
+from ..errors import PayloadError
+from ..quic_fl_tables import QuicFLTable, quic_fl_table, shipped_outlier_log2
+from ..rotation import piece_views
+from ..seeds import Stream, derive_seed, words_torch
+from . import _rotated as rot
+from .base import Codec, read_f32, read_tensor, tensor_bytes
+
+__all__ = ["QuicFLCodec", "shared_h", "private_uniforms", "sender", "receiver"]
+
+_M53 = (1 << 53) - 1
+
+
+def shared_h(seed: int, client: int, n: int, sr_log2: int, device: torch.device) -> torch.Tensor:
+    """Client-specific shared randomness: n values in 0..2**sr_log2-1 (int64)."""
+    w = words_torch(derive_seed(seed, client, Stream.SHARED_H), n, device=device)
+    return (w >> (64 - sr_log2)) & ((1 << sr_log2) - 1)
+
+
+def private_uniforms(key: int, n: int, device: torch.device) -> torch.Tensor:
+    """n float64 uniforms in [0, 1) on a 2**-53 grid from the key's stream."""
+    w = words_torch(key, n, device=device)
+    return ((w >> 11) & _M53).to(torch.float64).mul_(2.0**-53)
+
+
+def sender(
+    z: torch.Tensor, h: torch.Tensor, u: torch.Tensor, tab: dict[str, torch.Tensor]
+) -> torch.Tensor:
+    """LP-optimal unbiased messages X for ``|z| <= T`` (float64 z, int64 h, uniforms u).
+
+    In the state sweep of the table (see :mod:`fedrot.quic_fl_tables`), find the
+    segment ``m_j <= z < m_{j+1}``; column h sends its level of state j, and the one
+    column that moves between j and j+1 sends one level higher with probability
+    ``(z - m_j) / (m_{j+1} - m_j)``.
+    """
+    means, levels, movers = tab["means"], tab["levels"], tab["movers"]
+    last = means.numel() - 1
+    j = (torch.searchsorted(means, z, right=True) - 1).clamp_(0, last)
+    x = levels[j, h]
+    jj = j.clamp(max=last - 1)
+    lo, hi = means[jj], means[jj + 1]
+    p = (z - lo) / (hi - lo)
+    move = (movers[jj] == h) & (u < p) & (j < last)
+    return x + move.to(x.dtype)
+
+
+def receiver(x: torch.Tensor, h: torch.Tensor, tab: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Table estimates ``R[X, h]`` (float32)."""
+    return tab["flat"][x * tab["H"] + h]
+
+
+class QuicFLCodec(Codec):
+    """QUIC-FL with bits in 1..4, a shared rotation and the project's own tables."""
+
+    name = "quic-fl"
+    codec_id = 11
+    unbiased = True
+    shared_rotation = True
+
+    def __init__(
+        self,
+        *,
+        bits: int = 2,
+        rotations: int | str = 2,
+        outlier_fraction: float = 1 / 512,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        super().__init__(device=device)
+        if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 4:
+            raise ValueError(f"`bits` must be an int in 1..4 for QUIC-FL. Found {bits!r}.")
+        allowed = {2.0**-m: m for m in shipped_outlier_log2()}
+        if isinstance(outlier_fraction, bool) or outlier_fraction not in allowed:
+            raise ValueError(
+                f"`outlier_fraction` must be one of the shipped values "
+                f"{[f'2**-{m}' for m in shipped_outlier_log2()]}. Found "
+                f"{outlier_fraction!r}. Solve tables for another value with "
+                "`python -m fedrot.quic_fl_tables`."
+            )
+        self.bits = bits
+        self.rotations = rot.check_rotations(rotations)
+        self.chunk_log2 = rot.check_chunk_size(chunk_size)
+        self.outlier_fraction = float(outlier_fraction)
+        self.table: QuicFLTable = quic_fl_table(bits, allowed[outlier_fraction])
+        t = self.table
+        dev = self.device
+        self._tab = {
+            "means": torch.tensor(t.means, dtype=torch.float64, device=dev),
+            "levels": torch.tensor(t.levels, dtype=torch.int64, device=dev),
+            "movers": torch.tensor(t.movers, dtype=torch.int64, device=dev),
+            "flat": torch.tensor(t.table.reshape(-1), dtype=torch.float32, device=dev),
+            "H": torch.tensor(1 << t.sr_log2, device=dev),
+        }
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "bits": self.bits,
+            "rotations": self.rotations,
+            "outlier_fraction": self.outlier_fraction,
+            "chunk_size": 1 << self.chunk_log2,
+        }
+
+    def _param_block(self) -> bytes:
+        return struct.pack(
+            "<BBBI",
+            self.bits,
+            rot.rotation_code(self.rotations),
+            self.table.outlier_log2,
+            self.table.crc,
+        )
+
+    def _chunk_log2(self) -> int:
+        return self.chunk_log2
+
+    def _expected_vnmse(self) -> float:
+        return self.table.vnmse
+
+    # ------------------------------------------------------------------- sizes
+    @staticmethod
+    def _index_width(padded: int) -> int:
+        return max(1, (padded - 1).bit_length())
+
+    def _body_bytes(self, plan: ChunkPlan, outliers: int) -> int:
+        w = self._index_width(plan.padded)
+        return (
+            4 * plan.num_pieces
+            + 8
+            + bitpack.packed_size(plan.padded, self.bits)
+            + bitpack.packed_size(outliers, w)
+            + 4 * outliers
+        )
+
+    def payload_size(self, d: int, *, outliers: int) -> int:
+        """Exact payload bytes for length ``d`` with ``outliers`` exact coordinates.
+
+        Examples
+        --------
+        >>> QuicFLCodec(bits=2).payload_size(65536, outliers=128)
+        16715
+        """
+        plan = plan_chunks(d, self.chunk_log2)
+        return wire.FIXED_BYTES + len(self._param_block()) + self._body_bytes(plan, outliers)
+
+    def _sizes(self, d: int) -> tuple[int, int]:
+        plan = plan_chunks(d, self.chunk_log2)
+        n_out = math.ceil(self.outlier_fraction * plan.padded)
+        total = self.payload_size(d, outliers=n_out)
+        w = self._index_width(plan.padded)
+        codes = (
+            bitpack.packed_size(plan.padded, self.bits)
+            + bitpack.packed_size(n_out, w)
+            + 4 * n_out
+        )
+        return total, codes
+
+    # ------------------------------------------------------------------ encode
+    def _encode(self, v: torch.Tensor, seed: int, client: int) -> bytes:
+        plan, k, y = rot.forward(
+            v, chunk_log2=self.chunk_log2, rotations=self.rotations, seed=seed,
+            client=None, auto=(1, 2),
+        )
+        z = torch.empty_like(y)
+        norms = []
+        for view, zview in zip(piece_views(y, plan), piece_views(z, plan), strict=True):
+            norm2 = rot.row_norms2(view)
+            zview.copy_(rot.normalize_rows(view, norm2))
+            norms.append(norm2.sqrt() / math.sqrt(view.shape[1]))
+        out = z.abs() > self.table.threshold
+        idx = torch.nonzero(out).reshape(-1)
+        z64 = z.to(torch.float64).masked_fill_(out, 0.0)
+        h = shared_h(seed, client, plan.padded, self.table.sr_log2, self.device)
+        u = private_uniforms(derive_seed(seed, client, Stream.PRIVATE), plan.padded, self.device)
+        x = sender(z64, h, u, self._tab).masked_fill_(out, 0)
+        w = self._index_width(plan.padded)
+        body = [
+            struct.pack("<Q", idx.numel()),
+            tensor_bytes(torch.cat(norms)),
+            tensor_bytes(bitpack.pack(x, self.bits)),
+            tensor_bytes(bitpack.pack(idx, w)),
+            tensor_bytes(y[idx]),
+        ]
+        return self._pack(d=v.numel(), rotations=k, body=body)
+
+    # ------------------------------------------------------------------ decode
+    def _rotated_estimate(
+        self, header: wire.Header, reader: wire.Reader, seed: int, client: int
+    ) -> tuple[ChunkPlan, torch.Tensor]:
+        """The client's estimate of its rotated vector (before the inverse stack)."""
+        rot.check_k(header.rotations, self.rotations, (1, 2))
+        plan = plan_chunks(header.d, self.chunk_log2)
+        n_out = reader.u64()
+        if n_out > plan.padded:
+            raise PayloadError(
+                f"Payload declares {n_out} outliers out of {plan.padded} coordinates."
+            )
+        reader.expect_remaining(
+            self._body_bytes(plan, n_out) - 8, "norms, codes and outliers"
+        )
+        norms = read_f32(reader, plan.num_pieces, self.device)
+        w = self._index_width(plan.padded)
+        codes = read_tensor(
+            reader.take(bitpack.packed_size(plan.padded, self.bits)), torch.uint8, self.device
+        )
+        raw_idx = read_tensor(
+            reader.take(bitpack.packed_size(n_out, w)), torch.uint8, self.device
+        )
+        values = read_f32(reader, n_out, self.device)
+        idx = bitpack.unpack(raw_idx, n_out, w)
+        if n_out and (int(idx[-1]) >= plan.padded or bool((idx[1:] <= idx[:-1]).any())):
+            raise PayloadError(
+                "Payload corrupt: outlier indices must be strictly increasing and "
+                f"below the padded length {plan.padded}."
+            )
+        x = bitpack.unpack(codes, plan.padded, self.bits)
+        h = shared_h(seed, client, plan.padded, self.table.sr_log2, self.device)
+        est = receiver(x, h, self._tab)
+        rot.scale_pieces_(est, plan, norms)
+        est[idx] = values
+        return plan, est
+
+    def _decode(
+        self, header: wire.Header, reader: wire.Reader, seed: int, client: int
+    ) -> torch.Tensor:
+        plan, est = self._rotated_estimate(header, reader, seed, client)
+        return rot.inverse(est, plan, header.rotations, seed=seed, client=None)
+
+    def _aggregate(
+        self, blobs: list[bytes], seed: int, clients: list[int], weights: torch.Tensor
+    ) -> torch.Tensor:
+        """Sum the weighted estimates in the rotated domain; one inverse per k."""
+        sums: dict[int, torch.Tensor] = {}
+        plan: ChunkPlan | None = None
+        for i, (blob, client, wt) in enumerate(
+            zip(blobs, clients, weights.tolist(), strict=True)
+        ):
+            header, body = wire.parse(blob)
+            try:
+                plan, est = self._rotated_estimate(header, wire.Reader(body), seed, client)
+            except PayloadError as exc:
+                raise PayloadError(f"Payload {i} (client {client}): {exc}") from exc
+            k = header.rotations
+            if k in sums:
+                sums[k].add_(est, alpha=wt)
+            else:
+                sums[k] = est.mul_(wt)
+        assert plan is not None
+        out: torch.Tensor | None = None
+        for k, acc in sorted(sums.items()):
+            x = rot.inverse(acc, plan, k, seed=seed, client=None)
+            out = x if out is None else out.add_(x)
+        assert out is not None
+        return out
