@@ -10,6 +10,7 @@ from .drive import DriveCodec
 from .eden import EdenCodec
 from .hadamard_sq import HadamardSQCodec
 from .qsgd import QsgdCodec
+from .quic_fl import QuicFLCodec
 from .randk import RandKCodec
 from .raw import Fp16Codec, Fp32Codec
 from .signsgd import SignSGDCodec
@@ -25,6 +26,7 @@ CODECS: dict[str, type[Codec]] = {
         Fp16Codec,
         DriveCodec,
         EdenCodec,
+        QuicFLCodec,
         HadamardSQCodec,
         QsgdCodec,
         TernGradCodec,
