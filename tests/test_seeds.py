@@ -92,3 +92,11 @@ def test_flwr_not_imported_by_core() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
     assert fedrot.derive_seed is derive_seed
+
+
+@pytest.mark.gpu
+def test_cuda_streams_equal_numpy_streams() -> None:
+    key = derive_seed(9, 2**64 - 1, 1, 2)
+    assert np.array_equal(words_torch(key, 5000, device="cuda").cpu().numpy().view(np.uint64), words_numpy(key, 5000))
+    assert torch.equal(signs_torch(key, 4097, device="cuda").cpu(), signs_torch(key, 4097))
+    assert torch.equal(uniforms_torch(key, 999, device="cuda").cpu(), uniforms_torch(key, 999))

@@ -120,6 +120,14 @@ def read_f32(reader: wire.Reader, n: int, device: torch.device) -> torch.Tensor:
     return torch.from_numpy(reader.f32(n).copy()).to(device)
 
 
+def _check_finite(out: torch.Tensor) -> None:
+    if not bool(torch.isfinite(out).all()):
+        raise PayloadError(
+            "Payload decodes to non-finite values (its scales overflow float32): "
+            "corrupt or forged payload."
+        )
+
+
 def _check_id(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"`{name}` must be an int. Found {type(value).__name__}.")
@@ -182,7 +190,9 @@ class Codec(ABC):
         seed, client = _check_id("seed", seed), _check_id("client", client)
         header, body = wire.parse(blob)
         self._check_header(header)
-        return self._decode(header, wire.Reader(body), seed, client)
+        out = self._decode(header, wire.Reader(body), seed, client)
+        _check_finite(out)
+        return out
 
     def aggregate(
         self,
@@ -213,7 +223,9 @@ class Codec(ABC):
                     f"Payload {i} (client {clients[i]}) has d = {h.d}; payload 0 has "
                     f"d = {d}. All clients must send vectors of the same length."
                 )
-        return self._aggregate(list(blobs), seed, [int(c) for c in clients], w)
+        out = self._aggregate(list(blobs), seed, [int(c) for c in clients], w)
+        _check_finite(out)
+        return out
 
     def info(self, d: int) -> CodecInfo:
         """Sizes and statistical facts for vectors of length ``d``."""

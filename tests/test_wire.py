@@ -1,0 +1,175 @@
+"""Wire format: exact sizes, the chunking bound, validation and decoder fuzzing."""
+
+from __future__ import annotations
+
+import math
+import random
+import struct
+import zlib
+
+import pytest
+import torch
+from conftest import make_gaussian
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import fedrot
+from fedrot import wire
+from fedrot.chunking import plan_chunks
+
+FIXED_SIZE = ["fp32", "fp16", "drive", "hadamard-sq", "qsgd", "terngrad", "topk", "randk", "signsgd"]
+
+
+def _refresh_crc(blob: bytes | bytearray) -> bytes:
+    body = bytes(blob[:-4])
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    d=st.integers(1, 300_000),
+    bits=st.integers(1, 8),
+    k=st.sampled_from([1, 2, 3]),
+    chunk_log2=st.sampled_from([10, 14, 16]),
+)
+def test_eden_payload_size_formula(d: int, bits: int, k: int, chunk_log2: int) -> None:
+    codec = fedrot.get_codec("eden", bits=bits, rotations=k, chunk_size=1 << chunk_log2)
+    blob = codec.encode(torch.ones(d), seed=d, client=k)
+    plan = plan_chunks(d, chunk_log2)
+    # envelope 20 + params (float64 bits, rotation mode) 9 + scales + packed codes
+    expected = 20 + 9 + 4 * plan.num_pieces + math.ceil(plan.padded * bits / 8)
+    assert len(blob) == expected == codec.info(d).payload_bytes
+    assert wire.parse(blob)[0].rotations == k
+
+
+@settings(max_examples=40, deadline=None)
+@given(d=st.integers(1, 100_000), name=st.sampled_from(FIXED_SIZE))
+def test_every_fixed_size_codec_matches_info(d: int, name: str) -> None:
+    codec = fedrot.get_codec(name)
+    blob = codec.encode(torch.linspace(-1, 2, d), seed=1, client=2)
+    info = codec.info(d)
+    assert len(blob) == info.payload_bytes
+    assert info.bits_per_coordinate == pytest.approx(8 * len(blob) / d)
+
+
+@pytest.mark.parametrize("d", [4096, 4097, 5000, 65537, 1_000_003, 3_000_000])
+@pytest.mark.parametrize("name,kw,b", [("drive", {}, 1), ("eden", {"bits": 3}, 3), ("hadamard-sq", {"bits": 2}, 2)])
+def test_chunking_bound_on_the_wire(d: int, name: str, kw: dict, b: int) -> None:
+    codec = fedrot.get_codec(name, **kw)
+    blob = codec.encode(torch.randn(d), seed=0, client=0)
+    header = codec.info(d).header_bytes
+    assert 8 * len(blob) <= b * d * 1.01 + 8 * header
+    assert header <= 40 + 8 * plan_chunks(d, 16).num_pieces  # O(number of pieces)
+
+
+def test_errors_say_what_is_wrong() -> None:
+    codec = fedrot.get_codec("eden", bits=2)
+    blob = codec.encode(make_gaussian(5000, 0), seed=1, client=1)
+    cases = {
+        "truncated": blob[:10],
+        "magic": b"XX" + blob[2:],
+        "version": _refresh_crc(blob[:2] + bytes([9]) + blob[3:]),
+        "CRC": blob[:-5] + bytes([blob[-5] ^ 1]) + blob[-4:],
+        "codec id": _refresh_crc(blob[:3] + bytes([2]) + blob[4:]),
+        "parameters": _refresh_crc(blob[:16] + struct.pack("<d", 3.0) + blob[24:]),
+        "length": _refresh_crc(blob[:-5] + b"\0" + blob[-5:]),
+    }
+    for what, bad in cases.items():
+        with pytest.raises(fedrot.PayloadError) as err:
+            codec.decode(bad, seed=1, client=1)
+        assert what.split()[0].lower() in str(err.value).lower(), (what, str(err.value))
+    with pytest.raises(fedrot.PayloadError, match="bytes"):
+        codec.decode("not bytes", seed=1, client=1)  # type: ignore[arg-type]
+
+
+def test_declared_size_inconsistent_with_length_is_rejected_without_allocating() -> None:
+    codec = fedrot.get_codec("eden", bits=2)
+    blob = codec.encode(make_gaussian(5000, 0), seed=1, client=1)
+    huge = _refresh_crc(blob[:8] + struct.pack("<Q", (1 << 47) - 1) + blob[16:])
+    with pytest.raises(fedrot.PayloadError, match="inconsistent"):
+        codec.decode(huge, seed=1, client=1)
+    sub = fedrot.get_codec("eden", bits=0.5)
+    blob = sub.encode(make_gaussian(5000, 0), seed=1, client=1)
+    huge = _refresh_crc(blob[:8] + struct.pack("<Q", (1 << 47) - 1) + blob[16:])
+    with pytest.raises(fedrot.PayloadError, match="impossible"):
+        sub.decode(huge, seed=1, client=1)
+
+
+def test_aggregate_names_the_bad_payload_and_checks_lengths() -> None:
+    codec = fedrot.get_codec("drive")
+    a = codec.encode(make_gaussian(100, 0), seed=1, client=1)
+    b = codec.encode(make_gaussian(200, 0), seed=1, client=2)
+    with pytest.raises(fedrot.PayloadError, match="Payload 1 \\(client 2\\)"):
+        codec.aggregate([a, b], seed=1, clients=[1, 2])
+    with pytest.raises(fedrot.PayloadError, match="Payload 1 \\(client 2\\)"):
+        codec.aggregate([a, a[:-1]], seed=1, clients=[1, 2])
+    with pytest.raises(ValueError, match="weights"):
+        codec.aggregate([a, a], seed=1, clients=[1, 2], weights=[1.0, float("nan")])
+    with pytest.raises(ValueError, match="clients"):
+        codec.aggregate([a, a], seed=1, clients=[1])
+
+
+FUZZ_CODECS = [
+    ("eden", {"bits": 2}),
+    ("eden", {"bits": 2.5}),
+    ("eden", {"bits": 0.5}),
+    ("drive", {}),
+    ("hadamard-sq", {"bits": 3}),
+    ("qsgd", {"levels": 5}),
+    ("terngrad", {}),
+    ("topk", {"fraction": 0.1}),
+    ("randk", {"fraction": 0.1}),
+    ("signsgd", {}),
+    ("fp32", {}),
+    ("fp16", {}),
+]
+
+
+def _mutate(rng: random.Random, blob: bytes) -> bytes:
+    kind = rng.randrange(7)
+    b = bytearray(blob)
+    if kind == 0:  # random bytes
+        return bytes(rng.randrange(256) for _ in range(rng.randrange(64)))
+    if kind == 1:  # truncate
+        return bytes(b[: rng.randrange(len(b))])
+    if kind == 2:  # extend
+        return bytes(b) + bytes(rng.randrange(256) for _ in range(rng.randrange(1, 9)))
+    if kind == 3:  # flip bits, CRC left stale
+        for _ in range(rng.randrange(1, 4)):
+            b[rng.randrange(len(b))] ^= 1 << rng.randrange(8)
+        return bytes(b)
+    # flip bits or rewrite header fields, then fix the CRC so deeper checks run
+    if kind == 4:
+        for _ in range(rng.randrange(1, 4)):
+            b[rng.randrange(len(b) - 4)] ^= 1 << rng.randrange(8)
+    elif kind == 5:
+        pos = rng.randrange(min(len(b) - 4, 40))
+        b[pos] = rng.randrange(256)
+    else:
+        field = rng.choice([(8, "<Q"), (4, "<B"), (6, "<H")])
+        value = rng.choice([0, 1, 2, 3, 255, 2**16 - 1, 2**40, 2**47 - 1, 2**64 - 1])
+        size = struct.calcsize(field[1])
+        b[field[0] : field[0] + size] = (value % (1 << (8 * size))).to_bytes(size, "little")
+    return _refresh_crc(b)
+
+
+def test_fuzz_decoder_only_raises_payload_error() -> None:
+    rng = random.Random(1234)
+    cases = 0
+    for name, kw in FUZZ_CODECS:
+        codec = fedrot.get_codec(name, **kw)
+        originals = [
+            codec.encode(make_gaussian(d, d).float(), seed=d, client=3) for d in (1, 33, 700, 5000)
+        ]
+        for _ in range(850):
+            blob = _mutate(rng, rng.choice(originals))
+            cases += 1
+            try:
+                out = codec.decode(blob, seed=rng.choice([1, 33, 700, 5000]), client=3)
+            except fedrot.PayloadError:
+                continue
+            # a payload that decodes is well-formed: output bounded by its length
+            assert out.dtype == torch.float32 and out.dim() == 1
+            assert bool(torch.isfinite(out).all())
+            assert out.numel() * 4 <= 300 * len(blob)
+    assert cases >= 10_000
