@@ -3,7 +3,7 @@
 ``python -m fedrot.demo`` encodes Gaussian vectors of length d with each codec over
 several seeds, decodes them, and prints a markdown table of the payload size in
 bits per coordinate, the measured vNMSE (mean ± standard error over seeds), the
-theoretical value where one exists, and the encode/decode time.
+theoretical value where one exists. (Speed is measured by the benchmarks.)
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import math
 import platform
-import time
 from typing import Any
 
 import torch
@@ -50,15 +49,11 @@ DEFAULT_ROWS: list[tuple[str, dict[str, Any]]] = [
 def measure(name: str, params: dict[str, Any], *, d: int, seeds: int) -> dict[str, Any]:
     """Encode/decode Gaussian vectors with one codec; returns the table row."""
     codec = get_codec(name, **params)
-    errors, sizes, t_enc, t_dec = [], [], 0.0, 0.0
+    errors, sizes = [], []
     for s in range(seeds):
         x = torch.randn(d, generator=torch.Generator().manual_seed(10_000 + s))
-        t0 = time.perf_counter()
         blob = codec.encode(x, seed=s, client=1)
-        t1 = time.perf_counter()
         x_hat = codec.decode(blob, seed=s, client=1)
-        t2 = time.perf_counter()
-        t_enc, t_dec = t_enc + t1 - t0, t_dec + t2 - t1
         errors.append(float((x_hat.double() - x.double()).square().sum() / x.double().square().sum()))
         sizes.append(len(blob))
     mean = sum(errors) / seeds
@@ -72,8 +67,6 @@ def measure(name: str, params: dict[str, Any], *, d: int, seeds: int) -> dict[st
         "se": math.sqrt(var / seeds),
         "theory": info.expected_vnmse,
         "unbiased": info.unbiased,
-        "enc_ms": 1000 * t_enc / seeds,
-        "dec_ms": 1000 * t_dec / seeds,
     }
 
 
@@ -90,8 +83,8 @@ def main(argv: list[str] | None = None) -> None:
         f"Gaussian input, d = {args.d}, {args.seeds} seeds, torch {torch.__version__}, "
         f"{platform.machine()} with {torch.get_num_threads()} threads\n"
     )
-    print("| codec | bits/coord | vNMSE (mean ± s.e.) | theory | unbiased | encode ms | decode ms |")
-    print("|---|---|---|---|---|---|---|")
+    print("| codec | bits/coord | vNMSE (mean ± s.e.) | theory | unbiased |")
+    print("|---|---|---|---|---|")
     for name, params in DEFAULT_ROWS:
         if name not in known:
             continue
@@ -99,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
         theory = "-" if r["theory"] is None else f"{r['theory']:.4g}"
         print(
             f"| {r['codec']} | {r['bits']:.4f} | {r['vnmse']:.4g} ± {r['se']:.2g} | {theory} "
-            f"| {'yes' if r['unbiased'] else 'no'} | {r['enc_ms']:.1f} | {r['dec_ms']:.1f} |"
+            f"| {'yes' if r['unbiased'] else 'no'} |"
         )
 
 
