@@ -103,8 +103,8 @@ class CompressionMod:
         try:
             codec, run_seed, server_round, update, feedback = self._settings(msg)
             global_record = _single_record(msg, "the received train message")
-            layout = Layout.of(global_record)
-            if layout.d == 0:
+            layout = Layout.of(global_record, exact=update == UPDATE_WEIGHTS)
+            if layout.d == 0 and update == UPDATE_DELTA:
                 raise _Misconfigured(
                     "the global model has no floating-point arrays to compress "
                     f"(arrays: {list(layout.keys)}); use the bare strategy instead."
@@ -121,6 +121,8 @@ class CompressionMod:
             problem = layout.mismatch(local)
             if problem is not None:
                 raise _Misconfigured(f"compression_mod cannot encode the reply: {problem}.")
+            if layout.d == 0:
+                return out  # lossless codec and no float16/float32 arrays: all raw
             vec = flatten(local, layout)
             if reference is not None:
                 vec = vec - reference

@@ -1,9 +1,10 @@
 """Flower ArrayRecords <-> one flat float32 vector, and the payload Array.
 
 Shared by the server wrapper and the client mod. Only floating numpy arrays
-(``stype == "numpy.ndarray"``, dtype float16/float32/float64) are flattened, in the
-key order of the broadcast global record; every other Array (integer buffers such as
-BatchNorm's ``num_batches_tracked``, bools, custom stypes) travels raw.
+(``stype == "numpy.ndarray"``, dtype float16/float32/float64; float16/float32 only for
+lossless codecs) are flattened, in the key order of the broadcast global record; every
+other Array (integer buffers such as BatchNorm's ``num_batches_tracked``, bools,
+custom stypes) travels raw.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from .. import wire
 from ..constants import PAYLOAD_ARRAY_KEY, STYPE_PREFIX
 
 __all__ = [
+    "EXACT_DTYPES",
     "FLOAT_DTYPES",
     "Layout",
     "assemble",
@@ -30,11 +32,13 @@ __all__ = [
 ]
 
 FLOAT_DTYPES = frozenset({"float16", "float32", "float64"})
+#: Dtypes float32 holds exactly: the only ones packed when the payload must be exact.
+EXACT_DTYPES = frozenset({"float16", "float32"})
 _NUMPY_STYPE = "numpy.ndarray"
 
 
-def _is_float(arr: Array) -> bool:
-    return arr.stype == _NUMPY_STYPE and arr.dtype in FLOAT_DTYPES
+def _is_float(arr: Array, dtypes: frozenset[str] = FLOAT_DTYPES) -> bool:
+    return arr.stype == _NUMPY_STYPE and arr.dtype in dtypes
 
 
 @dataclass(frozen=True)
@@ -60,9 +64,14 @@ class Layout:
     d: int
 
     @classmethod
-    def of(cls, record: ArrayRecord) -> Layout:
-        """The layout of ``record`` (the global model the server broadcast)."""
-        float_keys = [k for k, a in record.items() if _is_float(a)]
+    def of(cls, record: ArrayRecord, *, exact: bool = False) -> Layout:
+        """The layout of ``record`` (the global model the server broadcast).
+
+        With ``exact=True`` (lossless codecs) float64 arrays are left raw, since the
+        float32 vector could not hold them bit for bit.
+        """
+        dtypes = EXACT_DTYPES if exact else FLOAT_DTYPES
+        float_keys = [k for k, a in record.items() if _is_float(a, dtypes)]
         shapes = tuple(tuple(int(s) for s in record[k].shape) for k in float_keys)
         return cls(
             keys=tuple(record.keys()),
@@ -106,7 +115,7 @@ def float_arrays(vec: np.ndarray, layout: Layout) -> dict[str, Array]:
     for key, shape, dtype in zip(layout.float_keys, layout.shapes, layout.dtypes, strict=True):
         n = int(np.prod(shape, dtype=np.int64))
         piece = vec[start : start + n].reshape(shape).astype(dtype, copy=False)
-        pieces[key] = Array(np.ascontiguousarray(piece))
+        pieces[key] = Array(piece)
         start += n
     return pieces
 

@@ -209,8 +209,8 @@ class CompressedStrategy(Strategy):
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         """Add the codec settings to a copy of ``config`` and delegate."""
-        layout = Layout.of(arrays)
-        if layout.d == 0:
+        layout = Layout.of(arrays, exact=self.lossless)
+        if layout.d == 0 and not self.lossless:
             raise ValueError(
                 "`arrays` holds no floating-point numpy arrays to compress (keys "
                 f"{list(layout.keys)}); use the bare strategy."
@@ -279,8 +279,10 @@ class CompressedStrategy(Strategy):
         todo: list[tuple[int, str, bytes, dict[str, Array]]] = []
         failed = no_mod = 0
         for i, msg in enumerate(replies):
-            if msg.has_error():
-                out[i] = msg  # failed on the client: passes through as a failure
+            if msg.has_error() or layout.d == 0:
+                # failed on the client: passes through as a failure; d == 0 (lossless
+                # codec, no float16/float32 arrays): the reply travels raw
+                out[i] = msg
                 continue
             problem, entry = _payload_of(msg, stype)
             if entry is None:
