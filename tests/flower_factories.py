@@ -67,11 +67,16 @@ class LocalGrid(FakeGrid):
     and an exception in the ClientApp becomes an error reply, as in Flower's runtime.
     """
 
-    def __init__(self, client_app: Callable[[Message, Context], Message], n: int) -> None:
+    def __init__(
+        self,
+        client_app: Callable[[Message, Context], Message],
+        n: int,
+        run_config: dict | None = None,
+    ) -> None:
         super().__init__(NODE_IDS[:n] if n <= len(NODE_IDS) else range(100, 100 + n))
         self.client_app = client_app
         self.contexts = {
-            node: make_context(node, partition=i, partitions=n)
+            node: make_context(node, partition=i, partitions=n, run_config=run_config)
             for i, node in enumerate(self._nodes)
         }
 
@@ -91,14 +96,16 @@ class LocalGrid(FakeGrid):
         return replies
 
 
-def make_context(node_id: int, partition: int = 0, partitions: int = 1) -> Context:
+def make_context(
+    node_id: int, partition: int = 0, partitions: int = 1, run_config: dict | None = None
+) -> Context:
     """A fresh per-node Context."""
     return Context(
         run_id=1,
         node_id=node_id,
         node_config={"partition-id": partition, "num-partitions": partitions},
         state=RecordDict(),
-        run_config={},
+        run_config=dict(run_config or {}),
     )
 
 

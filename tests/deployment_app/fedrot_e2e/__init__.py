@@ -1,0 +1,1 @@
+"""A tiny Flower app that trains through fedrot's CompressedStrategy + compression_mod."""
