@@ -43,7 +43,9 @@ def pack(codes: torch.Tensor, width: int) -> torch.Tensor:
         c = c.view(-1, per)
         shifts = torch.arange(0, 8, width, device=c.device, dtype=torch.int32)
         return (c << shifts).sum(dim=1).to(torch.uint8)
-    bits = (codes.to(torch.int64)[:, None] >> torch.arange(width, device=codes.device)) & 1
+    bits = (
+        codes.to(torch.int64)[:, None] >> torch.arange(width, device=codes.device)
+    ) & 1
     bits = bits.reshape(-1)
     pad = (-bits.numel()) % 8
     if pad:
@@ -60,13 +62,14 @@ def unpack(data: torch.Tensor, n: int, width: int) -> torch.Tensor:
     _check_width(width)
     data = data.reshape(-1)
     if 8 % width == 0:
-        per = 8 // width
         shifts = torch.arange(0, 8, width, device=data.device, dtype=torch.int32)
         codes = (data.to(torch.int32)[:, None] >> shifts) & ((1 << width) - 1)
         return codes.reshape(-1)[:n].to(torch.int64)
     nbits = n * width
     nbytes = packed_size(n, width)
-    bits = (data[:nbytes].to(torch.int64)[:, None] >> torch.arange(8, device=data.device)) & 1
+    bits = (
+        data[:nbytes].to(torch.int64)[:, None] >> torch.arange(8, device=data.device)
+    ) & 1
     bits = bits.reshape(-1)[:nbits].view(n, width)
     return (bits << torch.arange(width, device=data.device)).sum(dim=1)
 
@@ -96,7 +99,7 @@ def pack_trits(trits: torch.Tensor) -> torch.Tensor:
 
 
 def unpack_trits(data: torch.Tensor, n: int) -> torch.Tensor:
-    """Inverse of :func:`pack_trits`; bytes above 242 are invalid (checked by callers)."""
+    """Inverse of :func:`pack_trits`; callers reject bytes above 242."""
     w = torch.tensor(_POW3, dtype=torch.int32, device=data.device)
     t = (data.reshape(-1).to(torch.int32)[:, None] // w) % 3
     return t.reshape(-1)[:n].to(torch.int64)

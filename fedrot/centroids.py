@@ -110,7 +110,9 @@ def _write_tables(path: str) -> None:
     for bits in range(1, MAX_BITS + 1):
         pos, e_zq, residual = solve_lloyd_max(bits)
         if residual > 1e-10:
-            raise RuntimeError(f"Lloyd-Max did not converge for {bits} bits: {residual}")
+            raise RuntimeError(
+                f"Lloyd-Max did not converge for {bits} bits: {residual}"
+            )
         tables[str(bits)] = {
             "positive_centroids": [float(v) for v in pos],
             "e_zq": e_zq,

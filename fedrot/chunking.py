@@ -77,7 +77,7 @@ def plan_chunks(d: int, chunk_log2: int) -> ChunkPlan:
     Examples
     --------
     >>> [(g.rows, g.size) for g in plan_chunks(70000, 16).groups]
-    [(1, 65536), (1, 4096), (1, 256), (1, 128), (1, 16)]
+    [(1, 65536), (1, 4096), (1, 256), (1, 64), (1, 32), (1, 16)]
     >>> plan_chunks(70000, 16).padded - 70000
     0
     """

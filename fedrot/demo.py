@@ -54,7 +54,11 @@ def measure(name: str, params: dict[str, Any], *, d: int, seeds: int) -> dict[st
         x = torch.randn(d, generator=torch.Generator().manual_seed(10_000 + s))
         blob = codec.encode(x, seed=s, client=1)
         x_hat = codec.decode(blob, seed=s, client=1)
-        errors.append(float((x_hat.double() - x.double()).square().sum() / x.double().square().sum()))
+        errors.append(
+            float(
+                (x_hat.double() - x.double()).square().sum() / x.double().square().sum()
+            )
+        )
         sizes.append(len(blob))
     mean = sum(errors) / seeds
     var = sum((e - mean) ** 2 for e in errors) / max(seeds - 1, 1)
@@ -73,8 +77,12 @@ def measure(name: str, params: dict[str, Any], *, d: int, seeds: int) -> dict[st
 def main(argv: list[str] | None = None) -> None:
     """Print the codec table."""
     parser = argparse.ArgumentParser(prog="python -m fedrot.demo", description=__doc__)
-    parser.add_argument("--d", type=int, default=1 << 16, help="vector length (default 65536)")
-    parser.add_argument("--seeds", type=int, default=20, help="seeds per codec (default 20)")
+    parser.add_argument(
+        "--d", type=int, default=1 << 16, help="vector length (default 65536)"
+    )
+    parser.add_argument(
+        "--seeds", type=int, default=20, help="seeds per codec (default 20)"
+    )
     args = parser.parse_args(argv)
     if args.d < 1 or args.seeds < 1:
         parser.error("--d and --seeds must be >= 1")
@@ -91,7 +99,8 @@ def main(argv: list[str] | None = None) -> None:
         r = measure(name, params, d=args.d, seeds=args.seeds)
         theory = "-" if r["theory"] is None else f"{r['theory']:.4g}"
         print(
-            f"| {r['codec']} | {r['bits']:.4f} | {r['vnmse']:.4g} ± {r['se']:.2g} | {theory} "
+            f"| {r['codec']} | {r['bits']:.4f} | {r['vnmse']:.4g} ± {r['se']:.2g} "
+            f"| {theory} "
             f"| {'yes' if r['unbiased'] else 'no'} |"
         )
 

@@ -135,8 +135,8 @@ def hadamard_matrix(size: int, *, dtype: torch.dtype = torch.float64) -> torch.T
 
     Examples
     --------
-    >>> hadamard_matrix(2).tolist() == [[2**-0.5, 2**-0.5], [2**-0.5, -(2**-0.5)]]
-    True
+    >>> (hadamard_matrix(2) * 2**0.5).round().tolist()
+    [[1.0, 1.0], [1.0, -1.0]]
     """
     if not is_power_of_two(size):
         raise ValueError(f"`size` must be a power of two. Found {size}.")

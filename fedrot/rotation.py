@@ -86,7 +86,7 @@ def rotate(xp: torch.Tensor, plan: ChunkPlan, keys: list[int]) -> torch.Tensor:
 
 
 def unrotate(y: torch.Tensor, plan: ChunkPlan, keys: list[int]) -> torch.Tensor:
-    """Invert :func:`rotate`: for keys in reverse, FWHT every piece, then apply signs."""
+    """Invert :func:`rotate`: keys in reverse; FWHT every piece, then apply signs."""
     _check_padded(y, plan)
     buf = y.clone()
     for key in reversed(keys):
@@ -138,8 +138,10 @@ def choose_rotations(
     --------
     >>> from fedrot.chunking import plan_chunks
     >>> plan = plan_chunks(4096, 16)
-    >>> choose_rotations(torch.randn(4096), plan), choose_rotations(torch.eye(4096)[0], plan)
-    (1, 2)
+    >>> choose_rotations(torch.randn(4096), plan)
+    1
+    >>> choose_rotations(torch.eye(4096)[0], plan)
+    2
     """
     for kappa in kurtosis_ratio(xp, plan):
         if bool((kappa > tau).any()):  # NaN compares False: zero pieces pass

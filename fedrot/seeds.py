@@ -131,7 +131,9 @@ def round_seed(run_seed: int, server_round: int) -> int:
     True
     """
     return derive_seed(
-        _check_u64("run_seed", run_seed), Stream.ROUND, _check_u64("round", server_round)
+        _check_u64("run_seed", run_seed),
+        Stream.ROUND,
+        _check_u64("round", server_round),
     )
 
 

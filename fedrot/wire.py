@@ -30,7 +30,15 @@ import numpy as np
 
 from .errors import PayloadError
 
-__all__ = ["MAGIC", "FORMAT_VERSION", "FIXED_BYTES", "Header", "build", "parse", "Reader"]
+__all__ = [
+    "MAGIC",
+    "FORMAT_VERSION",
+    "FIXED_BYTES",
+    "Header",
+    "build",
+    "parse",
+    "Reader",
+]
 
 MAGIC = b"FR"
 FORMAT_VERSION = 1
@@ -80,9 +88,7 @@ def parse(blob: bytes | bytearray | memoryview) -> tuple[Header, memoryview]:
         a bad CRC, an impossible length or rotations/d fields out of range.
     """
     if not isinstance(blob, (bytes, bytearray, memoryview)):
-        raise PayloadError(
-            f"A payload must be bytes. Found {type(blob).__name__}."
-        )
+        raise PayloadError(f"A payload must be bytes. Found {type(blob).__name__}.")
     view = memoryview(blob).cast("B")
     if len(view) < FIXED_BYTES:
         raise PayloadError(
@@ -91,7 +97,9 @@ def parse(blob: bytes | bytearray | memoryview) -> tuple[Header, memoryview]:
         )
     magic, version, codec_id, rotations, chunk_log2, plen, d = _HEAD.unpack_from(view)
     if magic != MAGIC:
-        raise PayloadError(f"Not a fedrot payload: magic {bytes(magic)!r}, expected {MAGIC!r}.")
+        raise PayloadError(
+            f"Not a fedrot payload: magic {bytes(magic)!r}, expected {MAGIC!r}."
+        )
     if version != FORMAT_VERSION:
         raise PayloadError(
             f"Unknown payload format version {version}; this fedrot reads version "
@@ -104,7 +112,9 @@ def parse(blob: bytes | bytearray | memoryview) -> tuple[Header, memoryview]:
         )
     (crc,) = _CRC.unpack_from(view, len(view) - _CRC.size)
     if zlib.crc32(view[: len(view) - _CRC.size]) != crc:
-        raise PayloadError("Payload corrupt: CRC-32 mismatch (truncated or altered bytes).")
+        raise PayloadError(
+            "Payload corrupt: CRC-32 mismatch (truncated or altered bytes)."
+        )
     if rotations > 3:
         raise PayloadError(f"Payload declares {rotations} rotations; at most 3 exist.")
     if not 1 <= d < MAX_D:

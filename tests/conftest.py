@@ -16,7 +16,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(
+    config: pytest.Config, items: list[pytest.Item]
+) -> None:
     if torch.cuda.is_available():
         return
     if config.getoption("--require-gpu"):
@@ -27,7 +29,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
-def make_gaussian(d: int, seed: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+def make_gaussian(
+    d: int, seed: int, dtype: torch.dtype = torch.float64
+) -> torch.Tensor:
     """Standard normal vector from a fixed torch seed (test input only)."""
     return torch.randn(d, generator=torch.Generator().manual_seed(seed), dtype=dtype)
 
@@ -83,10 +87,15 @@ def vnmse(x_hat: torch.Tensor, x: torch.Tensor) -> float:
     return float((x_hat.to(torch.float64) - x).square().sum() / x.square().sum())
 
 
-def mean_vnmse(codec, x: torch.Tensor, seeds: range, client: int = 1) -> tuple[float, list[float]]:
+def mean_vnmse(
+    codec, x: torch.Tensor, seeds: range, client: int = 1
+) -> tuple[float, list[float]]:
     """Mean and per-seed vNMSE of encode/decode over seeds."""
     vals = [
-        vnmse(codec.decode(codec.encode(x, seed=s, client=client), seed=s, client=client), x)
+        vnmse(
+            codec.decode(codec.encode(x, seed=s, client=client), seed=s, client=client),
+            x,
+        )
         for s in seeds
     ]
     return sum(vals) / len(vals), vals

@@ -1,4 +1,4 @@
-"""Baseline codecs against closed forms and the reference numbers (algorithms.md 8.E)."""
+"""Baseline codecs against closed forms and the reference numbers (section 8.E)."""
 
 from __future__ import annotations
 
@@ -16,15 +16,22 @@ D = 1 << 16
 def _rotated(x: torch.Tensor, seed: int, client: int) -> torch.Tensor:
     from fedrot.codecs import _rotated as rot
 
-    return rot.forward(x.float(), chunk_log2=16, rotations=1, seed=seed, client=client)[2].double()
+    return rot.forward(x.float(), chunk_log2=16, rotations=1, seed=seed, client=client)[
+        2
+    ].double()
 
 
 def test_exact_paths() -> None:
     x = make_gaussian(12345, 0).float()
     fp32 = fedrot.get_codec("fp32")
-    assert torch.equal(fp32.decode(fp32.encode(x, seed=0, client=0), seed=0, client=0), x)
+    assert torch.equal(
+        fp32.decode(fp32.encode(x, seed=0, client=0), seed=0, client=0), x
+    )
     fp16 = fedrot.get_codec("fp16")
-    assert torch.equal(fp16.decode(fp16.encode(x, seed=0, client=0), seed=0, client=0), x.half().float())
+    assert torch.equal(
+        fp16.decode(fp16.encode(x, seed=0, client=0), seed=0, client=0),
+        x.half().float(),
+    )
     with pytest.raises(ValueError, match="float16"):
         fp16.encode(torch.tensor([1e6]), seed=0, client=0)
 
@@ -36,7 +43,9 @@ def test_hadamard_sq_matches_its_closed_form_and_reference() -> None:
     for s in range(30):
         y = _rotated(x, s, 1)
         exact.append(float(((y - y.min()) * (y.max() - y)).sum() / y.square().sum()))
-        measured.append(vnmse(codec.decode(codec.encode(x, seed=s, client=1), seed=s, client=1), x))
+        measured.append(
+            vnmse(codec.decode(codec.encode(x, seed=s, client=1), seed=s, client=1), x)
+        )
     mean = sum(measured) / len(measured)
     assert abs(mean / (sum(exact) / len(exact)) - 1) < 0.01
     assert abs(mean / 17.85 - 1) < 0.05
@@ -44,7 +53,9 @@ def test_hadamard_sq_matches_its_closed_form_and_reference() -> None:
 
 
 def test_hadamard_sq_four_bits() -> None:
-    mean, _ = mean_vnmse(fedrot.get_codec("hadamard-sq", bits=4), make_gaussian(D, 2), range(20))
+    mean, _ = mean_vnmse(
+        fedrot.get_codec("hadamard-sq", bits=4), make_gaussian(D, 2), range(20)
+    )
     assert abs(mean / 0.0549 - 1) < 0.05
 
 
@@ -53,7 +64,8 @@ def test_qsgd(levels: int, reference: float) -> None:
     x = make_gaussian(D, 3)
     # the per-seed error is a sum of rare level jumps (s = 1: ~Poisson(204) of them,
     # 7% relative spread), so average many seeds
-    mean, _ = mean_vnmse(fedrot.get_codec("qsgd", levels=levels), x, range(200))
+    seeds = range(200 if levels == 1 else 40)
+    mean, _ = mean_vnmse(fedrot.get_codec("qsgd", levels=levels), x, seeds)
     assert abs(mean / reference - 1) < 0.05
     if levels == 1:
         closed = float(x.abs().sum() / x.norm()) - 1
@@ -89,12 +101,20 @@ def test_topk_and_randk() -> None:
 def test_signsgd() -> None:
     x = make_gaussian(D, 8)
     mean, _ = mean_vnmse(fedrot.get_codec("signsgd"), x, range(1))
-    assert abs(mean - (1 - float(x.abs().sum()) ** 2 / (D * float(x.square().sum())))) < 1e-5
+    assert (
+        abs(mean - (1 - float(x.abs().sum()) ** 2 / (D * float(x.square().sum()))))
+        < 1e-5
+    )
 
 
 @pytest.mark.parametrize(
     "name,kw",
-    [("qsgd", {"levels": 1}), ("terngrad", {}), ("randk", {"fraction": 0.25}), ("hadamard-sq", {"bits": 2})],
+    [
+        ("qsgd", {"levels": 1}),
+        ("terngrad", {}),
+        ("randk", {"fraction": 0.25}),
+        ("hadamard-sq", {"bits": 2}),
+    ],
 )
 def test_unbiased_baselines_average_to_x(name: str, kw: dict) -> None:
     codec = fedrot.get_codec(name, **kw)
@@ -103,5 +123,7 @@ def test_unbiased_baselines_average_to_x(name: str, kw: dict) -> None:
     single, _ = mean_vnmse(codec, x, range(20))
     acc = torch.zeros_like(x)
     for s in range(n):
-        acc += codec.decode(codec.encode(x, seed=s, client=2), seed=s, client=2).double()
+        acc += codec.decode(
+            codec.encode(x, seed=s, client=2), seed=s, client=2
+        ).double()
     assert vnmse(acc / n, x) < 2 * single / n

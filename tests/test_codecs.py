@@ -9,7 +9,18 @@ import torch
 import fedrot
 from fedrot.codecs import CODEC_IDS, CODECS
 
-CORE = ["drive", "eden", "fp16", "fp32", "hadamard-sq", "qsgd", "randk", "signsgd", "terngrad", "topk"]
+CORE = [
+    "drive",
+    "eden",
+    "fp16",
+    "fp32",
+    "hadamard-sq",
+    "qsgd",
+    "randk",
+    "signsgd",
+    "terngrad",
+    "topk",
+]
 
 
 def test_registry_lists_codecs_with_unique_ids() -> None:
@@ -49,7 +60,9 @@ def test_every_codec_round_trips_numpy_and_torch_inputs(name: str) -> None:
         assert out.dtype == torch.float32 and out.shape == (3001,)
     assert isinstance(codec.info(3001), fedrot.CodecInfo)
     assert eval("fedrot." + repr(codec)).params() == codec.params()  # repr recreates it
-    one = codec.decode(codec.encode(torch.tensor([2.5]), seed=0, client=0), seed=0, client=0)
+    one = codec.decode(
+        codec.encode(torch.tensor([2.5]), seed=0, client=0), seed=0, client=0
+    )
     assert one.shape == (1,)
 
 
@@ -77,7 +90,9 @@ def test_bad_inputs_get_clear_errors(name: str) -> None:
 @pytest.mark.parametrize("name", CORE)
 def test_zero_vector_and_input_not_mutated(name: str) -> None:
     codec = fedrot.get_codec(name)
-    out = codec.decode(codec.encode(torch.zeros(100), seed=1, client=1), seed=1, client=1)
+    out = codec.decode(
+        codec.encode(torch.zeros(100), seed=1, client=1), seed=1, client=1
+    )
     assert torch.equal(out, torch.zeros(100))
     x = torch.randn(100)
     before = x.clone()
@@ -96,7 +111,11 @@ def test_wrong_seed_or_client_gives_garbage_not_the_vector() -> None:
 
 def test_info_reports_facts() -> None:
     eden = fedrot.get_codec("eden", bits=2).info(1 << 20)
-    assert eden.unbiased and not eden.shared_rotation and eden.expected_vnmse == pytest.approx(0.1331, rel=1e-3)
+    assert (
+        eden.unbiased
+        and not eden.shared_rotation
+        and eden.expected_vnmse == pytest.approx(0.1331, rel=1e-3)
+    )
     assert 2.0 < eden.bits_per_coordinate < 2.01
     assert not fedrot.get_codec("drive", scale="biased").info(10).unbiased
     assert not fedrot.get_codec("topk").info(10).unbiased

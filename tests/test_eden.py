@@ -24,10 +24,17 @@ REFERENCE_CENTROIDS = {
 def test_shipped_tables_match_published_and_regenerate(bits: int) -> None:
     lm = lloyd_max(bits)
     half = lm.centroids[len(lm.centroids) // 2 :]
-    assert max(abs(a - b) for a, b in zip(half, REFERENCE_CENTROIDS[bits], strict=True)) < 1e-6
+    assert (
+        max(abs(a - b) for a, b in zip(half, REFERENCE_CENTROIDS[bits], strict=True))
+        < 1e-6
+    )
     assert (lm.boundaries == (lm.centroids[:-1] + lm.centroids[1:]) / 2).all()
     pos, e_zq, residual = solve_lloyd_max(bits)
-    assert residual < 1e-10 and abs(pos - half).max() < 1e-12 and e_zq == pytest.approx(lm.e_zq)
+    assert (
+        residual < 1e-10
+        and abs(pos - half).max() < 1e-12
+        and e_zq == pytest.approx(lm.e_zq)
+    )
 
 
 @pytest.mark.parametrize("bits", [1, 2, 3, 4])

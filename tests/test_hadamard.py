@@ -13,8 +13,12 @@ from fedrot.hadamard import fwht, fwht_, hadamard_matrix, is_power_of_two
 
 @pytest.mark.parametrize("size", [1, 2, 4, 8, 16, 32, 64])
 def test_fwht_equals_dense_oracle_float64(size: int) -> None:
-    x = torch.randn(5, size, generator=torch.Generator().manual_seed(size), dtype=torch.float64)
-    oracle = torch.tensor(scipy.linalg.hadamard(size), dtype=torch.float64) / math.sqrt(size)
+    x = torch.randn(
+        5, size, generator=torch.Generator().manual_seed(size), dtype=torch.float64
+    )
+    oracle = torch.tensor(scipy.linalg.hadamard(size), dtype=torch.float64) / math.sqrt(
+        size
+    )
     assert float((fwht(x) - x @ oracle).abs().max()) < 1e-12
     assert float((hadamard_matrix(size) - oracle).abs().max()) == 0.0
 
@@ -29,7 +33,9 @@ def test_known_values() -> None:
     assert fwht(torch.tensor([1.0, 1.0, 1.0, 1.0])).tolist() == [2.0, 0.0, 0.0, 0.0]
     e0 = torch.zeros(8, dtype=torch.float64)
     e0[0] = 1
-    assert torch.allclose(fwht(e0), torch.full((8,), 8**-0.5, dtype=torch.float64), atol=1e-15)
+    assert torch.allclose(
+        fwht(e0), torch.full((8,), 8**-0.5, dtype=torch.float64), atol=1e-15
+    )
 
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])

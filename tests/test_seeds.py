@@ -49,7 +49,9 @@ def test_signs_are_balanced_and_uniforms_in_range() -> None:
     s = signs_torch(123, 1 << 16)
     assert abs(float(s.mean())) < 0.02
     u = uniforms_torch(123, 1 << 16)
-    assert float(u.min()) >= 0 and float(u.max()) < 1 and abs(float(u.mean()) - 0.5) < 0.01
+    assert (
+        float(u.min()) >= 0 and float(u.max()) < 1 and abs(float(u.mean()) - 0.5) < 0.01
+    )
 
 
 def test_derive_seed_is_order_sensitive_and_validated() -> None:
@@ -89,7 +91,9 @@ def test_same_seed_gives_byte_identical_payload_across_processes() -> None:
 
 def test_flwr_not_imported_by_core() -> None:
     code = "import sys, fedrot; fedrot.get_codec('eden'); print('flwr' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
     assert out.stdout.strip() == "False"
     assert fedrot.derive_seed is derive_seed
 
@@ -97,6 +101,13 @@ def test_flwr_not_imported_by_core() -> None:
 @pytest.mark.gpu
 def test_cuda_streams_equal_numpy_streams() -> None:
     key = derive_seed(9, 2**64 - 1, 1, 2)
-    assert np.array_equal(words_torch(key, 5000, device="cuda").cpu().numpy().view(np.uint64), words_numpy(key, 5000))
-    assert torch.equal(signs_torch(key, 4097, device="cuda").cpu(), signs_torch(key, 4097))
-    assert torch.equal(uniforms_torch(key, 999, device="cuda").cpu(), uniforms_torch(key, 999))
+    assert np.array_equal(
+        words_torch(key, 5000, device="cuda").cpu().numpy().view(np.uint64),
+        words_numpy(key, 5000),
+    )
+    assert torch.equal(
+        signs_torch(key, 4097, device="cuda").cpu(), signs_torch(key, 4097)
+    )
+    assert torch.equal(
+        uniforms_torch(key, 999, device="cuda").cpu(), uniforms_torch(key, 999)
+    )

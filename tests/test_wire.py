@@ -17,7 +17,17 @@ import fedrot
 from fedrot import wire
 from fedrot.chunking import plan_chunks
 
-FIXED_SIZE = ["fp32", "fp16", "drive", "hadamard-sq", "qsgd", "terngrad", "topk", "randk", "signsgd"]
+FIXED_SIZE = [
+    "fp32",
+    "fp16",
+    "drive",
+    "hadamard-sq",
+    "qsgd",
+    "terngrad",
+    "topk",
+    "randk",
+    "signsgd",
+]
 
 
 def _refresh_crc(blob: bytes | bytearray) -> bytes:
@@ -53,7 +63,10 @@ def test_every_fixed_size_codec_matches_info(d: int, name: str) -> None:
 
 
 @pytest.mark.parametrize("d", [4096, 4097, 5000, 65537, 1_000_003, 3_000_000])
-@pytest.mark.parametrize("name,kw,b", [("drive", {}, 1), ("eden", {"bits": 3}, 3), ("hadamard-sq", {"bits": 2}, 2)])
+@pytest.mark.parametrize(
+    "name,kw,b",
+    [("drive", {}, 1), ("eden", {"bits": 3}, 3), ("hadamard-sq", {"bits": 2}, 2)],
+)
 def test_chunking_bound_on_the_wire(d: int, name: str, kw: dict, b: int) -> None:
     codec = fedrot.get_codec(name, **kw)
     blob = codec.encode(torch.randn(d), seed=0, client=0)
@@ -82,7 +95,9 @@ def test_errors_say_what_is_wrong() -> None:
         codec.decode("not bytes", seed=1, client=1)  # type: ignore[arg-type]
 
 
-def test_declared_size_inconsistent_with_length_is_rejected_without_allocating() -> None:
+def test_declared_size_inconsistent_with_length_is_rejected_without_allocating() -> (
+    None
+):
     codec = fedrot.get_codec("eden", bits=2)
     blob = codec.encode(make_gaussian(5000, 0), seed=1, client=1)
     huge = _refresh_crc(blob[:8] + struct.pack("<Q", (1 << 47) - 1) + blob[16:])
@@ -149,7 +164,9 @@ def _mutate(rng: random.Random, blob: bytes) -> bytes:
         field = rng.choice([(8, "<Q"), (4, "<B"), (6, "<H")])
         value = rng.choice([0, 1, 2, 3, 255, 2**16 - 1, 2**40, 2**47 - 1, 2**64 - 1])
         size = struct.calcsize(field[1])
-        b[field[0] : field[0] + size] = (value % (1 << (8 * size))).to_bytes(size, "little")
+        b[field[0] : field[0] + size] = (value % (1 << (8 * size))).to_bytes(
+            size, "little"
+        )
     return _refresh_crc(b)
 
 
@@ -159,7 +176,8 @@ def test_fuzz_decoder_only_raises_payload_error() -> None:
     for name, kw in FUZZ_CODECS:
         codec = fedrot.get_codec(name, **kw)
         originals = [
-            codec.encode(make_gaussian(d, d).float(), seed=d, client=3) for d in (1, 33, 700, 5000)
+            codec.encode(make_gaussian(d, d).float(), seed=d, client=3)
+            for d in (1, 33, 700, 5000)
         ]
         for _ in range(850):
             blob = _mutate(rng, rng.choice(originals))

@@ -8,7 +8,13 @@ from typing import Any
 
 import torch
 
-from ..chunking import DEFAULT_CHUNK_SIZE, MAX_CHUNK_LOG2, MIN_CHUNK_LOG2, ChunkPlan, plan_chunks
+from ..chunking import (
+    DEFAULT_CHUNK_SIZE,
+    MAX_CHUNK_LOG2,
+    MIN_CHUNK_LOG2,
+    ChunkPlan,
+    plan_chunks,
+)
 from ..errors import PayloadError
 from ..hadamard import is_power_of_two
 from ..rotation import choose_rotations, piece_views, rotate, rotation_keys, unrotate
@@ -17,7 +23,9 @@ ROTATION_CHOICES = (1, 2, 3, "auto")
 _AUTO_CODE = 0
 
 
-def check_rotations(rotations: Any, *, allowed: tuple[Any, ...] = ROTATION_CHOICES) -> int | str:
+def check_rotations(
+    rotations: Any, *, allowed: tuple[Any, ...] = ROTATION_CHOICES
+) -> int | str:
     """Validate the ``rotations`` knob (an int number of RHTs, or "auto")."""
     if isinstance(rotations, bool) or rotations not in allowed:
         raise ValueError(
@@ -65,7 +73,8 @@ def check_k(k: int, rotations: int | str, auto: tuple[int, int]) -> None:
     ok = k in auto if rotations == "auto" else k == rotations
     if not ok:
         raise PayloadError(
-            f"Payload declares {k} RHT layer(s), impossible for rotations={rotations!r}."
+            f"Payload declares {k} RHT layer(s), impossible for "
+            f"rotations={rotations!r}."
         )
 
 

@@ -9,7 +9,9 @@ from typing import Any
 def check_fraction(fraction: Any) -> float:
     """Validate ``fraction`` in (0, 1]."""
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float)):
-        raise TypeError(f"`fraction` must be a number. Found {type(fraction).__name__}.")
+        raise TypeError(
+            f"`fraction` must be a number. Found {type(fraction).__name__}."
+        )
     fraction = float(fraction)
     if not 0 < fraction <= 1:
         raise ValueError(f"`fraction` must be in (0, 1]. Found {fraction}.")

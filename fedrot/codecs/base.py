@@ -89,7 +89,9 @@ def as_vector(x: Any, device: torch.device) -> torch.Tensor:
             f"`x` must be 1-D (flatten the update first). Found shape {tuple(x.shape)}."
         )
     if x.numel() == 0:
-        raise ValueError("`x` must have at least one coordinate. Found an empty vector.")
+        raise ValueError(
+            "`x` must have at least one coordinate. Found an empty vector."
+        )
     v = x.detach().to(device=device, dtype=torch.float32, copy=True)
     if not bool(torch.isfinite(v).all()):
         bad = int((~torch.isfinite(v)).sum())
@@ -155,7 +157,8 @@ class Codec(ABC):
             self.device = torch.device(device)
         except (RuntimeError, TypeError) as exc:
             raise ValueError(
-                f"`device` must be a torch device such as 'cpu' or 'cuda'. Found {device!r}."
+                "`device` must be a torch device such as 'cpu' or 'cuda'. "
+                f"Found {device!r}."
             ) from exc
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(
@@ -342,6 +345,7 @@ class Codec(ABC):
                 )
             if not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
                 raise ValueError(
-                    f"`weights` must be finite, >= 0 and not all zero. Found {w.tolist()}."
+                    "`weights` must be finite, >= 0 and not all zero. "
+                    f"Found {w.tolist()}."
                 )
         return torch.from_numpy(w / w.sum())

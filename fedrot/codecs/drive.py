@@ -48,7 +48,9 @@ class DriveCodec(Codec):
     ) -> None:
         super().__init__(device=device)
         if scale not in _SCALES:
-            raise ValueError(f"`scale` must be one of {list(_SCALES)}. Found {scale!r}.")
+            raise ValueError(
+                f"`scale` must be one of {list(_SCALES)}. Found {scale!r}."
+            )
         self.scale = scale
         self.rotations = rot.check_rotations(rotations)
         self.chunk_log2 = rot.check_chunk_size(chunk_size)
@@ -78,7 +80,11 @@ class DriveCodec(Codec):
 
     def _encode(self, v: torch.Tensor, seed: int, client: int) -> bytes:
         plan, k, y = rot.forward(
-            v, chunk_log2=self.chunk_log2, rotations=self.rotations, seed=seed, client=client
+            v,
+            chunk_log2=self.chunk_log2,
+            rotations=self.rotations,
+            seed=seed,
+            client=client,
         )
         scales = []
         for view in piece_views(y, plan):
@@ -98,7 +104,8 @@ class DriveCodec(Codec):
         rot.check_k(header.rotations, self.rotations, (1, 2))
         plan = plan_chunks(header.d, self.chunk_log2)
         reader.expect_remaining(
-            4 * plan.num_pieces + bitpack.packed_size(plan.padded, 1), "scales and signs"
+            4 * plan.num_pieces + bitpack.packed_size(plan.padded, 1),
+            "scales and signs",
         )
         scales = read_f32(reader, plan.num_pieces, self.device)
         raw = read_tensor(reader.take(reader.remaining), torch.uint8, self.device)

@@ -119,12 +119,20 @@ class EdenCodec(Codec):
         return u < self._frac
 
     def _code_bytes(self, n: int, n_hi: int) -> int:
-        return bitpack.packed_size(n_hi, self._hi) + bitpack.packed_size(n - n_hi, self._lo)
+        return bitpack.packed_size(n_hi, self._hi) + bitpack.packed_size(
+            n - n_hi, self._lo
+        )
 
     # ------------------------------------------------------------------ encode
-    def _encode_dense(self, v: torch.Tensor, seed: int, client: int) -> tuple[int, list[bytes]]:
+    def _encode_dense(
+        self, v: torch.Tensor, seed: int, client: int
+    ) -> tuple[int, list[bytes]]:
         plan, k, y = rot.forward(
-            v, chunk_log2=self.chunk_log2, rotations=self.rotations, seed=seed, client=client
+            v,
+            chunk_log2=self.chunk_log2,
+            rotations=self.rotations,
+            seed=seed,
+            client=client,
         )
         hi = self._hi_mask(plan.padded, seed, client)
         codes = torch.empty(plan.padded, dtype=torch.int64, device=self.device)
@@ -133,7 +141,9 @@ class EdenCodec(Codec):
         cent_hi, bnd_hi = self._tables[self._hi]
         code_views = piece_views(codes, plan)
         hi_views = piece_views(hi, plan) if hi is not None else [None] * len(code_views)
-        for view, cview, hview in zip(piece_views(y, plan), code_views, hi_views, strict=True):
+        for view, cview, hview in zip(
+            piece_views(y, plan), code_views, hi_views, strict=True
+        ):
             norm2 = rot.row_norms2(view)
             z = rot.normalize_rows(view, norm2)
             q = torch.bucketize(z, bnd_lo)
@@ -160,7 +170,10 @@ class EdenCodec(Codec):
         if self.bits >= 1:
             k, body = self._encode_dense(v, seed, client)
             return self._pack(d=d, rotations=k, body=body)
-        keep = uniforms_torch(self._mask_key(seed, client), d, device=self.device) < self.bits
+        keep = (
+            uniforms_torch(self._mask_key(seed, client), d, device=self.device)
+            < self.bits
+        )
         sub = v[keep].div_(self.bits)
         head = struct.pack("<Q", sub.numel())
         if sub.numel() == 0:
@@ -179,10 +192,12 @@ class EdenCodec(Codec):
             n_hi = reader.u64()
             if n_hi > plan.padded:
                 raise PayloadError(
-                    f"Payload declares {n_hi} ceil-bit coordinates out of {plan.padded}."
+                    f"Payload declares {n_hi} ceil-bit coordinates out of "
+                    f"{plan.padded}."
                 )
         reader.expect_remaining(
-            4 * plan.num_pieces + self._code_bytes(plan.padded, n_hi), "scales and codes"
+            4 * plan.num_pieces + self._code_bytes(plan.padded, n_hi),
+            "scales and codes",
         )
         scales = read_f32(reader, plan.num_pieces, self.device)
         raw = read_tensor(reader.take(reader.remaining), torch.uint8, self.device)
@@ -198,7 +213,9 @@ class EdenCodec(Codec):
                 )
             split = bitpack.packed_size(n_hi, self._hi)
             c = torch.empty(plan.padded, dtype=torch.float32, device=self.device)
-            c[hi] = self._tables[self._hi][0][bitpack.unpack(raw[:split], n_hi, self._hi)]
+            c[hi] = self._tables[self._hi][0][
+                bitpack.unpack(raw[:split], n_hi, self._hi)
+            ]
             c[~hi] = cent_lo[bitpack.unpack(raw[split:], plan.padded - n_hi, self._lo)]
         rot.scale_pieces_(c, plan, scales)
         return rot.inverse(c, plan, k, seed=seed, client=client)
@@ -216,7 +233,10 @@ class EdenCodec(Codec):
             reader.expect_remaining(0, "an empty selection")
             return out
         sub = self._decode_dense(m, header.rotations, reader, seed, client)
-        keep = uniforms_torch(self._mask_key(seed, client), d, device=self.device) < self.bits
+        keep = (
+            uniforms_torch(self._mask_key(seed, client), d, device=self.device)
+            < self.bits
+        )
         if int(keep.sum()) != m:
             raise PayloadError(
                 "Payload's kept-coordinate count does not match the mask regenerated "

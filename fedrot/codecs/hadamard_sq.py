@@ -66,14 +66,23 @@ class HadamardSQCodec(Codec):
 
     def _encode(self, v: torch.Tensor, seed: int, client: int) -> bytes:
         plan, k, y = rot.forward(
-            v, chunk_log2=self.chunk_log2, rotations=self.rotations, seed=seed, client=client
+            v,
+            chunk_log2=self.chunk_log2,
+            rotations=self.rotations,
+            seed=seed,
+            client=client,
         )
         top = (1 << self.bits) - 1
-        u = uniforms_torch(derive_seed(seed, client, Stream.PRIVATE), plan.padded, device=self.device)
+        u = uniforms_torch(
+            derive_seed(seed, client, Stream.PRIVATE), plan.padded, device=self.device
+        )
         codes = torch.empty(plan.padded, dtype=torch.int64, device=self.device)
         bounds = []
         for view, uview, cview in zip(
-            piece_views(y, plan), piece_views(u, plan), piece_views(codes, plan), strict=True
+            piece_views(y, plan),
+            piece_views(u, plan),
+            piece_views(codes, plan),
+            strict=True,
         ):
             lo = view.min(dim=1).values
             hi = view.max(dim=1).values
@@ -84,7 +93,10 @@ class HadamardSQCodec(Codec):
             level = base + (uview < (t - base)).to(t.dtype)
             cview.copy_(level.clamp_(0, top).to(torch.int64))
             bounds.append(torch.stack([lo, hi], dim=1).reshape(-1))
-        body = [tensor_bytes(torch.cat(bounds)), tensor_bytes(bitpack.pack(codes, self.bits))]
+        body = [
+            tensor_bytes(torch.cat(bounds)),
+            tensor_bytes(bitpack.pack(codes, self.bits)),
+        ]
         return self._pack(d=v.numel(), rotations=k, body=body)
 
     def _decode(

@@ -38,7 +38,11 @@ class QsgdCodec(Codec):
 
     def __init__(self, *, levels: int = 1, device: str | torch.device = "cpu") -> None:
         super().__init__(device=device)
-        if isinstance(levels, bool) or not isinstance(levels, int) or not 1 <= levels <= 2**15:
+        if (
+            isinstance(levels, bool)
+            or not isinstance(levels, int)
+            or not 1 <= levels <= 2**15
+        ):
             raise ValueError(f"`levels` must be an int in 1..32768. Found {levels!r}.")
         self.levels = levels
         self._lw = levels.bit_length()  # ceil(log2(levels + 1))
@@ -55,18 +59,29 @@ class QsgdCodec(Codec):
         inv = self.levels / norm if float(norm) > 0 else torch.zeros_like(norm)
         r = v.abs() * inv
         base = r.floor()
-        u = uniforms_torch(derive_seed(seed, client, Stream.PRIVATE), v.numel(), device=self.device)
-        level = (base + (u < r - base).to(r.dtype)).clamp_(0, self.levels).to(torch.int64)
+        u = uniforms_torch(
+            derive_seed(seed, client, Stream.PRIVATE), v.numel(), device=self.device
+        )
+        level = (
+            (base + (u < r - base).to(r.dtype)).clamp_(0, self.levels).to(torch.int64)
+        )
         codes = level | ((v < 0).to(torch.int64) << self._lw)
-        body = [tensor_bytes(norm.reshape(1)), tensor_bytes(bitpack.pack(codes, self._width))]
+        body = [
+            tensor_bytes(norm.reshape(1)),
+            tensor_bytes(bitpack.pack(codes, self._width)),
+        ]
         return self._pack(d=v.numel(), rotations=0, body=body)
 
     def _decode(
         self, header: wire.Header, reader: wire.Reader, seed: int, client: int
     ) -> torch.Tensor:
         if header.rotations != 0:
-            raise PayloadError(f"Payload declares {header.rotations} rotations; qsgd uses none.")
-        reader.expect_remaining(4 + bitpack.packed_size(header.d, self._width), "norm and codes")
+            raise PayloadError(
+                f"Payload declares {header.rotations} rotations; qsgd uses none."
+            )
+        reader.expect_remaining(
+            4 + bitpack.packed_size(header.d, self._width), "norm and codes"
+        )
         norm = read_f32(reader, 1, self.device)
         raw = read_tensor(reader.take(reader.remaining), torch.uint8, self.device)
         codes = bitpack.unpack(raw, header.d, self._width)

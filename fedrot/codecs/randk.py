@@ -4,7 +4,8 @@ Konecny et al., "Federated Learning: Strategies for Improving Communication
 Efficiency", 2016, https://arxiv.org/abs/1610.05492 (random mask, structured update).
 
 Client and server both derive the same k = max(1, ceil(fraction * d)) indices from the
-client's MASK stream: the k coordinates whose stream words, read as signed int64, are smallest (all
+client's MASK stream: the k coordinates whose stream words, read as signed int64,
+are smallest (all
 distinct with overwhelming probability). Only the k float32 values travel.
 Server: ``x_hat_i = (d / k) * x_i`` on the kept indices, 0 elsewhere.
 vNMSE = d/k - 1 (31 at fraction = 1/32).
@@ -32,7 +33,9 @@ class RandKCodec(Codec):
     name = "randk"
     codec_id = 9
 
-    def __init__(self, *, fraction: float = 1 / 32, device: str | torch.device = "cpu") -> None:
+    def __init__(
+        self, *, fraction: float = 1 / 32, device: str | torch.device = "cpu"
+    ) -> None:
         super().__init__(device=device)
         self.fraction = _sparse.check_fraction(fraction)
 
@@ -44,7 +47,9 @@ class RandKCodec(Codec):
 
     def _indices(self, d: int, seed: int, client: int) -> torch.Tensor:
         k = _sparse.num_kept(self.fraction, d)
-        keys = words_torch(derive_seed(seed, client, Stream.MASK), d, device=self.device)
+        keys = words_torch(
+            derive_seed(seed, client, Stream.MASK), d, device=self.device
+        )
         return torch.topk(keys, k, largest=False, sorted=False).indices.sort().values
 
     def _encode(self, v: torch.Tensor, seed: int, client: int) -> bytes:
@@ -55,7 +60,9 @@ class RandKCodec(Codec):
         self, header: wire.Header, reader: wire.Reader, seed: int, client: int
     ) -> torch.Tensor:
         if header.rotations != 0:
-            raise PayloadError(f"Payload declares {header.rotations} rotations; randk uses none.")
+            raise PayloadError(
+                f"Payload declares {header.rotations} rotations; randk uses none."
+            )
         d = header.d
         k = _sparse.num_kept(self.fraction, d)
         reader.expect_remaining(4 * k, "values")

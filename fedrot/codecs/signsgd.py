@@ -45,7 +45,9 @@ class SignSGDCodec(Codec):
         self, header: wire.Header, reader: wire.Reader, seed: int, client: int
     ) -> torch.Tensor:
         if header.rotations != 0:
-            raise PayloadError(f"Payload declares {header.rotations} rotations; signsgd uses none.")
+            raise PayloadError(
+                f"Payload declares {header.rotations} rotations; signsgd uses none."
+            )
         reader.expect_remaining(4 + bitpack.packed_size(header.d, 1), "scale and signs")
         scale = read_f32(reader, 1, self.device)
         raw = read_tensor(reader.take(reader.remaining), torch.uint8, self.device)

@@ -33,11 +33,19 @@ class TernGradCodec(Codec):
     name = "terngrad"
     codec_id = 7
 
-    def __init__(self, *, clip: float | None = None, device: str | torch.device = "cpu") -> None:
+    def __init__(
+        self, *, clip: float | None = None, device: str | torch.device = "cpu"
+    ) -> None:
         super().__init__(device=device)
         if clip is not None:
-            if isinstance(clip, bool) or not isinstance(clip, (int, float)) or not clip > 0:
-                raise ValueError(f"`clip` must be None or a number > 0. Found {clip!r}.")
+            if (
+                isinstance(clip, bool)
+                or not isinstance(clip, (int, float))
+                or not clip > 0
+            ):
+                raise ValueError(
+                    f"`clip` must be None or a number > 0. Found {clip!r}."
+                )
             clip = float(clip)
         self.clip = clip
 
@@ -58,7 +66,9 @@ class TernGradCodec(Codec):
             v = v.clamp(-bound, bound)
         s = v.abs().max()
         inv = 1.0 / s if float(s) > 0 else torch.zeros_like(s)
-        u = uniforms_torch(derive_seed(seed, client, Stream.PRIVATE), v.numel(), device=self.device)
+        u = uniforms_torch(
+            derive_seed(seed, client, Stream.PRIVATE), v.numel(), device=self.device
+        )
         keep = (u < v.abs() * inv).to(torch.int64)
         trits = 1 + keep * torch.sign(v).to(torch.int64)
         body = [tensor_bytes(s.reshape(1)), tensor_bytes(bitpack.pack_trits(trits))]
@@ -68,7 +78,9 @@ class TernGradCodec(Codec):
         self, header: wire.Header, reader: wire.Reader, seed: int, client: int
     ) -> torch.Tensor:
         if header.rotations != 0:
-            raise PayloadError(f"Payload declares {header.rotations} rotations; terngrad uses none.")
+            raise PayloadError(
+                f"Payload declares {header.rotations} rotations; terngrad uses none."
+            )
         reader.expect_remaining(4 + bitpack.trit_size(header.d), "scale and trits")
         s = read_f32(reader, 1, self.device)
         raw = read_tensor(reader.take(reader.remaining), torch.uint8, self.device)

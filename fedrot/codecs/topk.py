@@ -32,7 +32,9 @@ class TopKCodec(Codec):
     codec_id = 8
     unbiased = False
 
-    def __init__(self, *, fraction: float = 1 / 32, device: str | torch.device = "cpu") -> None:
+    def __init__(
+        self, *, fraction: float = 1 / 32, device: str | torch.device = "cpu"
+    ) -> None:
         super().__init__(device=device)
         self.fraction = _sparse.check_fraction(fraction)
 
@@ -56,7 +58,9 @@ class TopKCodec(Codec):
         self, header: wire.Header, reader: wire.Reader, seed: int, client: int
     ) -> torch.Tensor:
         if header.rotations != 0:
-            raise PayloadError(f"Payload declares {header.rotations} rotations; topk uses none.")
+            raise PayloadError(
+                f"Payload declares {header.rotations} rotations; topk uses none."
+            )
         d = header.d
         k = _sparse.num_kept(self.fraction, d)
         ibytes = bitpack.packed_size(k, _sparse.index_width(d))
@@ -64,7 +68,9 @@ class TopKCodec(Codec):
         raw = read_tensor(reader.take(ibytes), torch.uint8, self.device)
         idx = bitpack.unpack(raw, k, _sparse.index_width(d))
         if bool((idx >= d).any()) or bool((idx[1:] <= idx[:-1]).any()):
-            raise PayloadError("Payload corrupt: indices out of range or not increasing.")
+            raise PayloadError(
+                "Payload corrupt: indices out of range or not increasing."
+            )
         values = read_f32(reader, k, self.device)
         out = torch.zeros(d, dtype=torch.float32, device=self.device)
         out[idx] = values
