@@ -16,6 +16,7 @@ from .raw import Fp16Codec, Fp32Codec
 from .signsgd import SignSGDCodec
 from .terngrad import TernGradCodec
 from .topk import TopKCodec
+from .vq import VQCodec
 
 __all__ = ["CODECS", "Codec", "CodecInfo", "available_codecs", "get_codec"]
 
@@ -27,6 +28,7 @@ CODECS: dict[str, type[Codec]] = {
         DriveCodec,
         EdenCodec,
         QuicFLCodec,
+        VQCodec,
         HadamardSQCodec,
         QsgdCodec,
         TernGradCodec,
