@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import json
 import math
-import struct
 import zlib
 from dataclasses import dataclass
 from functools import cache
@@ -106,11 +105,17 @@ def _canonical(u: torch.Tensor, T: float) -> torch.Tensor:
     r = torch.sort(r, dim=0).values
     shift = torch.clamp(-T - r[0].mean(), max=0.0)
     k = r.shape[0]
-    rows = [r[0] + shift, *r[1 : k - 1], r[k - 1] - shift] if k > 2 else [r[0] + shift, r[1] - shift]
+    rows = (
+        [r[0] + shift, *r[1 : k - 1], r[k - 1] - shift]
+        if k > 2
+        else [r[0] + shift, r[1] - shift]
+    )
     return torch.stack(rows)
 
 
-def _states(r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def _states(
+    r: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """State means m, second moments s, thresholds t and moving columns h*."""
     k, h = r.shape
     t = 0.5 * (r[1:] + r[:-1])
@@ -140,7 +145,9 @@ def _objective(r: torch.Tensor, T: float) -> torch.Tensor:
 
 def table_vnmse(table: np.ndarray, T: float) -> float:
     """Exact vNMSE of a receiver table for Gaussian input with outlier threshold T."""
-    r = torch.sort(torch.as_tensor(np.asarray(table), dtype=torch.float64), dim=0).values
+    r = torch.sort(
+        torch.as_tensor(np.asarray(table), dtype=torch.float64), dim=0
+    ).values
     if float(r[0].mean()) > -T + 1e-12 or float(r[-1].mean()) < T - 1e-12:
         raise ValueError(
             f"The table does not cover [-T, T] = [{-T}, {T}]: an unbiased sender "
@@ -171,8 +178,13 @@ def _dithered(bits: int, sr_log2: int, T: float) -> torch.Tensor:
 def _minimize(u0: torch.Tensor, T: float, iters: int) -> tuple[torch.Tensor, float]:
     u = u0.clone().requires_grad_(True)
     opt = torch.optim.LBFGS(
-        [u], lr=1, max_iter=iters, history_size=50, line_search_fn="strong_wolfe",
-        tolerance_grad=1e-12, tolerance_change=1e-15,
+        [u],
+        lr=1,
+        max_iter=iters,
+        history_size=50,
+        line_search_fn="strong_wolfe",
+        tolerance_grad=1e-12,
+        tolerance_change=1e-15,
     )
 
     def closure() -> torch.Tensor:
@@ -201,7 +213,8 @@ def solve_table(
         u0 = base.clone()
         if attempt:
             u0 = u0 + (0.3 * T / (1 << bits)) * attempt * _noise(
-                derive_seed(_SOLVER_SEED, bits, sr_log2, attempt), shape  # type: ignore[arg-type]
+                derive_seed(_SOLVER_SEED, bits, sr_log2, attempt),
+                shape,  # type: ignore[arg-type]
             )
         r, val = _minimize(u0, T, iters)
         if best is None or val < best[1]:
@@ -304,9 +317,16 @@ def quic_fl_table(bits: int, outlier_log2: int = 9) -> QuicFLTable:
     means, levels, movers = _sweep(table)
     thr = min(float(e["T"]), -float(means[0]), float(means[-1]))
     return QuicFLTable(
-        bits=bits, sr_log2=int(e["sr_log2"]), outlier_log2=outlier_log2, threshold=thr,
-        table=table, vnmse=float(e["vnmse"]), means=means, levels=levels,
-        movers=movers, crc=int(e["crc32"]),
+        bits=bits,
+        sr_log2=int(e["sr_log2"]),
+        outlier_log2=outlier_log2,
+        threshold=thr,
+        table=table,
+        vnmse=float(e["vnmse"]),
+        means=means,
+        levels=levels,
+        movers=movers,
+        crc=int(e["crc32"]),
     )
 
 
@@ -317,14 +337,18 @@ def _write(path: str) -> None:
         for bits, sr_log2 in CONFIGS:
             table, vnmse = solve_table(bits, sr_log2, T)
             tables[f"b{bits}_p{m}"] = {
-                "bits": bits, "sr_log2": sr_log2, "p": 2.0**-m, "T": T,
-                "vnmse": vnmse, "crc32": _crc(table),
+                "bits": bits,
+                "sr_log2": sr_log2,
+                "p": 2.0**-m,
+                "T": T,
+                "vnmse": vnmse,
+                "crc32": _crc(table),
                 "table": [[float(v) for v in row] for row in table],
             }
             print(f"b={bits} l={sr_log2} p=2**-{m}: vNMSE {vnmse:.6f}", flush=True)
     doc = {
         "format": FORMAT,
-        "generator": "python -m fedrot.quic_fl_tables (fedrot/quic_fl_tables.py:solve_table)",
+        "generator": "python -m fedrot.quic_fl_tables (quic_fl_tables.py:solve_table)",
         "method": (
             "L-BFGS (strong Wolfe, float64, torch autograd) on the closed-form "
             f"objective J(R); {RESTARTS} starts: dithered uniform quantizer, then "

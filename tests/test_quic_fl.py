@@ -61,8 +61,10 @@ def test_one_hot_one_rht_has_the_table_variance_at_one(bits: int) -> None:
     # one RHT of e_1 gives z = ±1 everywhere: vNMSE has expectation Var(z = 1)
     codec = fedrot.get_codec("quic-fl", bits=bits, rotations=1)
     x = make_onehot(1 << 12)
-    vals = [vnmse(codec.decode(codec.encode(x, seed=s, client=2), seed=s, client=2), x)
-            for s in range(40)]
+    vals = [
+        vnmse(codec.decode(codec.encode(x, seed=s, client=2), seed=s, client=2), x)
+        for s in range(40)
+    ]
     assert np.mean(vals) == pytest.approx(_variance_at(bits, 1.0), rel=0.02)
 
 
@@ -76,10 +78,12 @@ def test_outliers_are_exact_and_compactly_indexed() -> None:
     xp = torch.zeros(plan.padded)
     xp[:d] = x
     y = rotate(xp, plan, rotation_keys(seed, None, 2))
-    z = torch.cat([
-        (v * math.sqrt(v.shape[1]) / v.norm(dim=1, keepdim=True)).reshape(-1)
-        for v in piece_views(y, plan)
-    ])
+    z = torch.cat(
+        [
+            (v * math.sqrt(v.shape[1]) / v.norm(dim=1, keepdim=True)).reshape(-1)
+            for v in piece_views(y, plan)
+        ]
+    )
     expect = torch.nonzero(z.abs() > quic_fl_table(2).threshold).reshape(-1)
     n = _outliers(blob)
     assert n == expect.numel() > 0
@@ -105,12 +109,19 @@ def test_payload_size_formula(d: int, bits: int) -> None:
     plan = plan_chunks(d, 16)
     w = max(1, (plan.padded - 1).bit_length())
     by_hand = (
-        20 + 7 + 8 + 4 * plan.num_pieces
-        + math.ceil(plan.padded * bits / 8) + math.ceil(n * w / 8) + 4 * n
+        20
+        + 7
+        + 8
+        + 4 * plan.num_pieces
+        + math.ceil(plan.padded * bits / 8)
+        + math.ceil(n * w / 8)
+        + 4 * n
     )
     assert len(blob) == by_hand == codec.payload_size(d, outliers=n)
     info = codec.info(d)
-    assert info.payload_bytes == codec.payload_size(d, outliers=math.ceil(plan.padded / 512))
+    assert info.payload_bytes == codec.payload_size(
+        d, outliers=math.ceil(plan.padded / 512)
+    )
     assert info.unbiased and info.shared_rotation
     assert info.expected_vnmse == quic_fl_table(bits).vnmse
 
@@ -147,7 +158,10 @@ def test_aggregate_is_the_weighted_mean_of_decodes() -> None:
     blobs = [codec.encode(x, seed=8, client=i) for i, x in enumerate(xs)]
     w = [1.0, 2.0, 0.5, 3.0]
     agg = codec.aggregate(blobs, seed=8, clients=range(4), weights=w)
-    dec = sum(wi * codec.decode(b, seed=8, client=i) for i, (b, wi) in enumerate(zip(blobs, w)))
+    dec = sum(
+        wi * codec.decode(b, seed=8, client=i)
+        for i, (b, wi) in enumerate(zip(blobs, w))
+    )
     assert torch.allclose(agg, dec / sum(w), atol=1e-5)
 
 

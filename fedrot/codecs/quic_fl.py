@@ -55,7 +55,9 @@ __all__ = ["QuicFLCodec", "shared_h", "private_uniforms", "sender", "receiver"]
 _M53 = (1 << 53) - 1
 
 
-def shared_h(seed: int, client: int, n: int, sr_log2: int, device: torch.device) -> torch.Tensor:
+def shared_h(
+    seed: int, client: int, n: int, sr_log2: int, device: torch.device
+) -> torch.Tensor:
     """Client-specific shared randomness: n values in 0..2**sr_log2-1 (int64)."""
     w = words_torch(derive_seed(seed, client, Stream.SHARED_H), n, device=device)
     return (w >> (64 - sr_log2)) & ((1 << sr_log2) - 1)
@@ -88,7 +90,9 @@ def sender(
     return x + move.to(x.dtype)
 
 
-def receiver(x: torch.Tensor, h: torch.Tensor, tab: dict[str, torch.Tensor]) -> torch.Tensor:
+def receiver(
+    x: torch.Tensor, h: torch.Tensor, tab: dict[str, torch.Tensor]
+) -> torch.Tensor:
     """Table estimates ``R[X, h]`` (float32)."""
     return tab["flat"][x * tab["H"] + h]
 
@@ -112,7 +116,9 @@ class QuicFLCodec(Codec):
     ) -> None:
         super().__init__(device=device)
         if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 4:
-            raise ValueError(f"`bits` must be an int in 1..4 for QUIC-FL. Found {bits!r}.")
+            raise ValueError(
+                f"`bits` must be an int in 1..4 for QUIC-FL. Found {bits!r}."
+            )
         allowed = {2.0**-m: m for m in shipped_outlier_log2()}
         if isinstance(outlier_fraction, bool) or outlier_fraction not in allowed:
             raise ValueError(
@@ -183,7 +189,11 @@ class QuicFLCodec(Codec):
         16715
         """
         plan = plan_chunks(d, self.chunk_log2)
-        return wire.FIXED_BYTES + len(self._param_block()) + self._body_bytes(plan, outliers)
+        return (
+            wire.FIXED_BYTES
+            + len(self._param_block())
+            + self._body_bytes(plan, outliers)
+        )
 
     def _sizes(self, d: int) -> tuple[int, int]:
         plan = plan_chunks(d, self.chunk_log2)
@@ -200,8 +210,12 @@ class QuicFLCodec(Codec):
     # ------------------------------------------------------------------ encode
     def _encode(self, v: torch.Tensor, seed: int, client: int) -> bytes:
         plan, k, y = rot.forward(
-            v, chunk_log2=self.chunk_log2, rotations=self.rotations, seed=seed,
-            client=None, auto=(1, 2),
+            v,
+            chunk_log2=self.chunk_log2,
+            rotations=self.rotations,
+            seed=seed,
+            client=None,
+            auto=(1, 2),
         )
         z = torch.empty_like(y)
         norms = []
@@ -213,7 +227,9 @@ class QuicFLCodec(Codec):
         idx = torch.nonzero(out).reshape(-1)
         z64 = z.to(torch.float64).masked_fill_(out, 0.0)
         h = shared_h(seed, client, plan.padded, self.table.sr_log2, self.device)
-        u = private_uniforms(derive_seed(seed, client, Stream.PRIVATE), plan.padded, self.device)
+        u = private_uniforms(
+            derive_seed(seed, client, Stream.PRIVATE), plan.padded, self.device
+        )
         x = sender(z64, h, u, self._tab).masked_fill_(out, 0)
         w = self._index_width(plan.padded)
         body = [
@@ -243,7 +259,9 @@ class QuicFLCodec(Codec):
         norms = read_f32(reader, plan.num_pieces, self.device)
         w = self._index_width(plan.padded)
         codes = read_tensor(
-            reader.take(bitpack.packed_size(plan.padded, self.bits)), torch.uint8, self.device
+            reader.take(bitpack.packed_size(plan.padded, self.bits)),
+            torch.uint8,
+            self.device,
         )
         raw_idx = read_tensor(
             reader.take(bitpack.packed_size(n_out, w)), torch.uint8, self.device
@@ -279,7 +297,9 @@ class QuicFLCodec(Codec):
         ):
             header, body = wire.parse(blob)
             try:
-                plan, est = self._rotated_estimate(header, wire.Reader(body), seed, client)
+                plan, est = self._rotated_estimate(
+                    header, wire.Reader(body), seed, client
+                )
             except PayloadError as exc:
                 raise PayloadError(f"Payload {i} (client {client}): {exc}") from exc
             k = header.rotations
