@@ -186,7 +186,7 @@ class QuicFLCodec(Codec):
         Examples
         --------
         >>> QuicFLCodec(bits=2).payload_size(65536, outliers=128)
-        16715
+        17191
         """
         plan = plan_chunks(d, self.chunk_log2)
         return (
