@@ -191,3 +191,12 @@ def test_fuzz_decoder_only_raises_payload_error() -> None:
             assert bool(torch.isfinite(out).all())
             assert out.numel() * 4 <= 300 * len(blob)
     assert cases >= 10_000
+
+
+@pytest.mark.parametrize("name", ["fp32", "qsgd", "topk", "randk", "signsgd", "terngrad"])
+def test_non_rotating_codecs_reject_declared_rotations(name: str) -> None:
+    codec = fedrot.get_codec(name)
+    blob = codec.encode(make_gaussian(300, 0), seed=1, client=1)
+    bad = _refresh_crc(blob[:4] + bytes([2]) + blob[5:])
+    with pytest.raises(fedrot.PayloadError, match="rotations"):
+        codec.decode(bad, seed=1, client=1)

@@ -151,6 +151,8 @@ class Codec(ABC):
     codec_id: ClassVar[int]
     unbiased: ClassVar[bool] = True
     shared_rotation: ClassVar[bool] = False
+    #: False for codecs that never rotate: their payloads must declare 0 RHT layers.
+    rotates: ClassVar[bool] = True
 
     def __init__(self, *, device: str | torch.device = "cpu") -> None:
         try:
@@ -301,6 +303,11 @@ class Codec(ABC):
         )
 
     def _check_header(self, header: wire.Header) -> None:
+        if not self.rotates and header.rotations != 0:
+            raise PayloadError(
+                f"Payload declares {header.rotations} rotations; "
+                f"{self.name} uses none."
+            )
         if header.codec_id != self.codec_id:
             raise PayloadError(
                 f"Payload was made by codec id {header.codec_id}, but this is "

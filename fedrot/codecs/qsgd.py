@@ -34,6 +34,7 @@ class QsgdCodec(Codec):
     """QSGD with the L2 norm and ``levels`` quantization levels (s)."""
 
     name = "qsgd"
+    rotates = False
     codec_id = 5
 
     def __init__(self, *, levels: int = 1, device: str | torch.device = "cpu") -> None:
@@ -75,10 +76,6 @@ class QsgdCodec(Codec):
     def _decode(
         self, header: wire.Header, reader: wire.Reader, seed: int, client: int
     ) -> torch.Tensor:
-        if header.rotations != 0:
-            raise PayloadError(
-                f"Payload declares {header.rotations} rotations; qsgd uses none."
-            )
         reader.expect_remaining(
             4 + bitpack.packed_size(header.d, self._width), "norm and codes"
         )

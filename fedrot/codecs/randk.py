@@ -19,7 +19,6 @@ from typing import Any
 import torch
 
 from .. import wire
-from ..errors import PayloadError
 from ..seeds import Stream, derive_seed, words_torch
 from . import _sparse
 from .base import Codec, read_f32, tensor_bytes
@@ -31,6 +30,7 @@ class RandKCodec(Codec):
     """Keep a random ``fraction`` of the coordinates, chosen from the shared seed."""
 
     name = "randk"
+    rotates = False
     codec_id = 9
 
     def __init__(
@@ -59,10 +59,6 @@ class RandKCodec(Codec):
     def _decode(
         self, header: wire.Header, reader: wire.Reader, seed: int, client: int
     ) -> torch.Tensor:
-        if header.rotations != 0:
-            raise PayloadError(
-                f"Payload declares {header.rotations} rotations; randk uses none."
-            )
         d = header.d
         k = _sparse.num_kept(self.fraction, d)
         reader.expect_remaining(4 * k, "values")

@@ -26,10 +26,6 @@ def _encode_raw(codec: Codec, v: torch.Tensor, dtype: torch.dtype) -> bytes:
 def _decode_raw(
     codec: Codec, header: wire.Header, reader: wire.Reader, dtype: torch.dtype
 ) -> torch.Tensor:
-    if header.rotations != 0:
-        raise PayloadError(
-            f"Payload declares {header.rotations} rotations; {codec.name} uses none."
-        )
     width = torch.empty(0, dtype=dtype).element_size()
     reader.expect_remaining(width * header.d, "the values")
     out = read_tensor(reader.take(reader.remaining), dtype, codec.device)
@@ -43,6 +39,7 @@ class Fp32Codec(Codec):
 
     name = "fp32"
     codec_id = 1
+    rotates = False
 
     def __init__(self, *, device: str | torch.device = "cpu") -> None:
         super().__init__(device=device)
@@ -67,6 +64,7 @@ class Fp16Codec(Codec):
 
     name = "fp16"
     codec_id = 4
+    rotates = False
     unbiased = False
 
     def __init__(self, *, device: str | torch.device = "cpu") -> None:

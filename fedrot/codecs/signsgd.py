@@ -17,7 +17,6 @@ from typing import Any
 import torch
 
 from .. import bitpack, wire
-from ..errors import PayloadError
 from .base import Codec, read_f32, read_tensor, tensor_bytes
 
 __all__ = ["SignSGDCodec"]
@@ -29,6 +28,7 @@ class SignSGDCodec(Codec):
     name = "signsgd"
     codec_id = 10
     unbiased = False
+    rotates = False
 
     def __init__(self, *, device: str | torch.device = "cpu") -> None:
         super().__init__(device=device)
@@ -44,10 +44,6 @@ class SignSGDCodec(Codec):
     def _decode(
         self, header: wire.Header, reader: wire.Reader, seed: int, client: int
     ) -> torch.Tensor:
-        if header.rotations != 0:
-            raise PayloadError(
-                f"Payload declares {header.rotations} rotations; signsgd uses none."
-            )
         reader.expect_remaining(4 + bitpack.packed_size(header.d, 1), "scale and signs")
         scale = read_f32(reader, 1, self.device)
         raw = read_tensor(reader.take(reader.remaining), torch.uint8, self.device)

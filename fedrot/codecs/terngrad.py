@@ -31,6 +31,7 @@ class TernGradCodec(Codec):
     """Ternary quantization with a max-magnitude scale."""
 
     name = "terngrad"
+    rotates = False
     codec_id = 7
 
     def __init__(
@@ -77,10 +78,6 @@ class TernGradCodec(Codec):
     def _decode(
         self, header: wire.Header, reader: wire.Reader, seed: int, client: int
     ) -> torch.Tensor:
-        if header.rotations != 0:
-            raise PayloadError(
-                f"Payload declares {header.rotations} rotations; terngrad uses none."
-            )
         reader.expect_remaining(4 + bitpack.trit_size(header.d), "scale and trits")
         s = read_f32(reader, 1, self.device)
         raw = read_tensor(reader.take(reader.remaining), torch.uint8, self.device)

@@ -31,6 +31,7 @@ class TopKCodec(Codec):
     name = "topk"
     codec_id = 8
     unbiased = False
+    rotates = False
 
     def __init__(
         self, *, fraction: float = 1 / 32, device: str | torch.device = "cpu"
@@ -57,10 +58,6 @@ class TopKCodec(Codec):
     def _decode(
         self, header: wire.Header, reader: wire.Reader, seed: int, client: int
     ) -> torch.Tensor:
-        if header.rotations != 0:
-            raise PayloadError(
-                f"Payload declares {header.rotations} rotations; topk uses none."
-            )
         d = header.d
         k = _sparse.num_kept(self.fraction, d)
         ibytes = bitpack.packed_size(k, _sparse.index_width(d))
