@@ -34,3 +34,35 @@ def test_compressed_training_improves_accuracy(codec: str, bits: float) -> None:
     # the mod really compressed: ~bits per parameter, not 32
     d = sum(a.numpy().size for a in result.arrays.values())
     assert result.train_metrics_clientapp[1][METRIC_UPLINK_PAYLOAD_BYTES] < 3 * d * (bits + 1) / 8
+
+
+@pytest.mark.slow
+def test_flower_simulation_engine_runs_compressed_training() -> None:
+    """The same apps under Flower's Ray simulation engine (run_simulation)."""
+    from flwr.app import Context
+    from flwr.serverapp import Grid, ServerApp
+    from flwr.simulation import run_simulation
+
+    results = []
+    server_app = ServerApp()
+    run_config = {"codec": "eden", "bits": 1.0, "num-server-rounds": 2, "hidden": 32, "lr": 0.3}
+
+    @server_app.main()
+    def main(grid: Grid, context: Context) -> None:
+        results.append(run(grid, run_config))
+
+    run_simulation(
+        server_app=server_app,
+        client_app=client_app,
+        num_supernodes=3,
+        backend_config={
+            "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+            "init_args": {"num_cpus": 1, "include_dashboard": False},
+        },
+    )
+    assert len(results) == 1
+    result = results[0]
+    acc = {r: m["acc"] for r, m in result.evaluate_metrics_serverapp.items()}
+    assert acc[2] > acc[0], acc
+    for rnd in (1, 2):
+        assert result.train_metrics_clientapp[rnd][METRIC_FAILED_REPLIES] == 0
