@@ -1,4 +1,4 @@
-"""Ray-free factories for the Flower tests: hand-built messages, a fake and a local Grid.
+"""Ray-free factories for the Flower tests: messages, a fake and a local Grid.
 
 Not a test module: ``tests/strategies`` and ``tests/clients`` import these helpers.
 """
@@ -89,7 +89,9 @@ class LocalGrid(FakeGrid):
             except Exception as exc:  # noqa: BLE001 - mirrors Flower's runtime
                 replies.append(
                     Message(
-                        Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=repr(exc)),
+                        Error(
+                            code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=repr(exc)
+                        ),
                         reply_to=msg,
                     )
                 )
@@ -97,7 +99,10 @@ class LocalGrid(FakeGrid):
 
 
 def make_context(
-    node_id: int, partition: int = 0, partitions: int = 1, run_config: dict | None = None
+    node_id: int,
+    partition: int = 0,
+    partitions: int = 1,
+    run_config: dict | None = None,
 ) -> Context:
     """A fresh per-node Context."""
     return Context(
@@ -135,7 +140,9 @@ def perturb(arrays: ArrayRecord, seed: int, step: float = 0.1) -> ArrayRecord:
     return ArrayRecord({k: Array(np.asarray(v)) for k, v in out.items()})
 
 
-def train_reply(msg: Message, local: ArrayRecord, num_examples: float, **metrics: float) -> Message:
+def train_reply(
+    msg: Message, local: ArrayRecord, num_examples: float, **metrics: float
+) -> Message:
     """The reply a ClientApp returns: ``{"arrays": local, "metrics": {...}}``."""
     return Message(
         RecordDict(

@@ -61,7 +61,11 @@ class Processes:
         home.mkdir(parents=True, exist_ok=True)
         log = open(self.root / f"{name}.log", "wb")  # noqa: SIM115 - closed in stop_all
         proc = subprocess.Popen(
-            cmd, env=_env(home), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            cmd,
+            env=_env(home),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         self.procs.append((name, proc, log))
         return proc
@@ -83,27 +87,54 @@ class Processes:
 
     def logs(self) -> str:
         return "\n".join(
-            f"--- {name}.log ---\n" + (self.root / f"{name}.log").read_text(errors="replace")[-3000:]
+            f"--- {name}.log ---\n"
+            + (self.root / f"{name}.log").read_text(errors="replace")[-3000:]
             for name, _, _ in self.procs
         )
 
 
-def _start_deployment(procs: Processes, root: Path, *, tls: dict[str, Path] | None) -> tuple[int, int]:
-    """SuperLink (+ a proxy port for insecure runs) and 2 SuperNodes; (link port, fleet port)."""
+def _start_deployment(
+    procs: Processes, root: Path, *, tls: dict[str, Path] | None
+) -> tuple[int, int]:
+    """Start a SuperLink; returns (link port, fleet port)."""
     port = _free_port()
-    link = [str(BIN / "flower-superlink"), "--disable-runtime-dependency-installation",
-            "--host", "127.0.0.1", "--port", str(port)]
-    link += (["--ssl-ca-certfile", str(tls["ca"]), "--ssl-certfile", str(tls["cert"]),
-              "--ssl-keyfile", str(tls["key"])] if tls else ["--insecure"])
+    link = [
+        str(BIN / "flower-superlink"),
+        "--disable-runtime-dependency-installation",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    link += (
+        [
+            "--ssl-ca-certfile",
+            str(tls["ca"]),
+            "--ssl-certfile",
+            str(tls["cert"]),
+            "--ssl-keyfile",
+            str(tls["key"]),
+        ]
+        if tls
+        else ["--insecure"]
+    )
     procs.start("superlink", link, root / "home-link")
     return port, port
 
 
-def _start_supernodes(procs: Processes, root: Path, fleet_port: int, *, tls: dict[str, Path] | None) -> None:
+def _start_supernodes(
+    procs: Processes, root: Path, fleet_port: int, *, tls: dict[str, Path] | None
+) -> None:
     for i in range(2):
-        cmd = [str(BIN / "flower-supernode"), "--superlink", f"127.0.0.1:{fleet_port}",
-               "--port", str(_free_port()),
-               "--node-config", f"partition-id={i} num-partitions=2"]
+        cmd = [
+            str(BIN / "flower-supernode"),
+            "--superlink",
+            f"127.0.0.1:{fleet_port}",
+            "--port",
+            str(_free_port()),
+            "--node-config",
+            f"partition-id={i} num-partitions=2",
+        ]
         cmd += ["--root-certificates", str(tls["ca"])] if tls else ["--insecure"]
         procs.start(f"supernode{i}", cmd, root / f"home-sn{i}")
 
@@ -113,15 +144,20 @@ def _cli_home(root: Path, port: int, tls: dict[str, Path] | None) -> Path:
     home.mkdir(parents=True, exist_ok=True)
     conn = f'root-certificates = "{tls["ca"]}"' if tls else "insecure = true"
     (home / "config.toml").write_text(
-        f'[superlink]\ndefault = "deploy"\n\n[superlink.deploy]\naddress = "127.0.0.1:{port}"\n{conn}\n'
+        '[superlink]\ndefault = "deploy"\n\n[superlink.deploy]\n'
+        f'address = "127.0.0.1:{port}"\n{conn}\n'
     )
     return home
 
 
 def _flwr(home: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [str(BIN / "flwr"), *args], env=_env(home), capture_output=True, text=True,
-        timeout=timeout, cwd=home,
+        [str(BIN / "flwr"), *args],
+        env=_env(home),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=home,
     )
 
 
@@ -129,7 +165,16 @@ def _run_app(home: Path, procs: Processes, run_config: str) -> int:
     """Submit a run, wait for it through ``flwr ls`` and return its id."""
     deadline = time.time() + 90
     while True:  # the SuperLink may still be starting
-        res = _flwr(home, "run", str(APP), "deploy", "--format", "json", "--run-config", run_config)
+        res = _flwr(
+            home,
+            "run",
+            str(APP),
+            "deploy",
+            "--format",
+            "json",
+            "--run-config",
+            run_config,
+        )
         try:
             submitted = json.loads(res.stdout)
         except json.JSONDecodeError:
@@ -137,8 +182,12 @@ def _run_app(home: Path, procs: Processes, run_config: str) -> int:
         if submitted.get("success") or time.time() > deadline:
             break
         time.sleep(3)
-    assert res.returncode == 0 and submitted.get("success"), res.stdout + res.stderr + procs.logs()
-    run_id = int(next(v for k, v in submitted.items() if k.replace("-", "_") == "run_id"))
+    assert res.returncode == 0 and submitted.get("success"), (
+        res.stdout + res.stderr + procs.logs()
+    )
+    run_id = int(
+        next(v for k, v in submitted.items() if k.replace("-", "_") == "run_id")
+    )
     deadline = time.time() + RUN_TIMEOUT
     status = ""
     while time.time() < deadline:
@@ -149,7 +198,9 @@ def _run_app(home: Path, procs: Processes, run_config: str) -> int:
             if status.startswith("finished"):
                 break
         time.sleep(3)
-    assert status == "finished:completed", f"run {run_id}: {status!r}\n{ls.stdout}{ls.stderr}" + procs.logs()
+    assert status == "finished:completed", (
+        f"run {run_id}: {status!r}\n{ls.stdout}{ls.stderr}" + procs.logs()
+    )
     return run_id
 
 
@@ -158,21 +209,64 @@ def _make_ca(root: Path) -> dict[str, Path]:
     d.mkdir()
 
     def ssl(*args: str) -> None:
-        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True, timeout=60)
+        subprocess.run(
+            ["openssl", *args], cwd=d, check=True, capture_output=True, timeout=60
+        )
 
-    ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
-        "-days", "1", "-subj", "/CN=fedrot-test-ca")
-    ssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
-        "-subj", "/CN=127.0.0.1")
+    ssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=fedrot-test-ca",
+    )
+    ssl(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    )
     (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    ssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-        "-CAcreateserial", "-out", "server.pem", "-days", "1", "-extfile", "san.ext")
+    ssl(
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "1",
+        "-extfile",
+        "san.ext",
+    )
     return {"ca": d / "ca.crt", "cert": d / "server.pem", "key": d / "server.key"}
 
 
 def _recorded(results: dict) -> dict[tuple[str, int, str], int]:
     out = {}
-    for phase, records in (("train", results["train"]), ("evaluate", results["evaluate"])):
+    for phase, records in (
+        ("train", results["train"]),
+        ("evaluate", results["evaluate"]),
+    ):
         for rnd, metrics in records.items():
             out[(phase, int(rnd), "uplink")] = metrics["fedrot.uplink-bytes"]
             out[(phase, int(rnd), "downlink")] = metrics["fedrot.downlink-bytes"]
@@ -191,8 +285,12 @@ def test_insecure_deployment_bytes_match_the_wire(tmp_path: Path) -> None:
         for codec, rounds in (("eden", 2), ("fp32", 1)):
             before = len(proxy.snapshot())
             out = tmp_path / f"{codec}.json"
-            _run_app(home, procs, f"codec='{codec}' bits=1.0 hidden={HIDDEN} "
-                     f"num-server-rounds={rounds} results-path='{out}'")
+            _run_app(
+                home,
+                procs,
+                f"codec='{codec}' bits=1.0 hidden={HIDDEN} "
+                f"num-server-rounds={rounds} results-path='{out}'",
+            )
             results = json.loads(out.read_text())
             assert results["num_params"] >= 100_000
             measured = attribute(proxy.snapshot()[before:])
@@ -200,14 +298,34 @@ def test_insecure_deployment_bytes_match_the_wire(tmp_path: Path) -> None:
             assert set(recorded) == set(measured), (recorded, measured)
             for key, value in recorded.items():
                 wire = measured[key]["bytes"]
-                assert abs(value - wire) <= 0.01 * wire, (codec, key, value, measured[key])
-            summary[codec] = {"recorded": recorded, "measured": measured, "results": results}
-            print(json.dumps({codec: {"|".join(map(str, k)): {"recorded": v, **measured[k]}
-                                      for k, v in recorded.items()}}, indent=1))
+                assert abs(value - wire) <= 0.01 * wire, (
+                    codec,
+                    key,
+                    value,
+                    measured[key],
+                )
+            summary[codec] = {
+                "recorded": recorded,
+                "measured": measured,
+                "results": results,
+            }
+            print(
+                json.dumps(
+                    {
+                        codec: {
+                            "|".join(map(str, k)): {"recorded": v, **measured[k]}
+                            for k, v in recorded.items()
+                        }
+                    },
+                    indent=1,
+                )
+            )
         eden_up = summary["eden"]["measured"][("train", 1, "uplink")]["bytes"]
         fp32_up = summary["fp32"]["measured"][("train", 1, "uplink")]["bytes"]
-        print(f"uplink train bytes per round: fp32 {fp32_up}, eden-1bit {eden_up}, "
-              f"ratio {fp32_up / eden_up:.1f}x")
+        print(
+            f"uplink train bytes per round: fp32 {fp32_up}, eden-1bit {eden_up}, "
+            f"ratio {fp32_up / eden_up:.1f}x"
+        )
         assert fp32_up / eden_up >= 25
         acc = summary["eden"]["results"]["server"]
         assert acc["2"]["acc"] > acc["0"]["acc"]
@@ -225,7 +343,11 @@ def test_tls_deployment_completes(tmp_path: Path) -> None:
         _start_supernodes(procs, tmp_path, fleet, tls=tls)
         home = _cli_home(tmp_path, port, tls)
         out = tmp_path / "tls.json"
-        _run_app(home, procs, f"codec='eden' bits=2.0 num-server-rounds=1 results-path='{out}'")
+        _run_app(
+            home,
+            procs,
+            f"codec='eden' bits=2.0 num-server-rounds=1 results-path='{out}'",
+        )
         results = json.loads(out.read_text())
         assert results["train"]["1"]["fedrot.failed-replies"] == 0
         assert results["train"]["1"]["fedrot.uplink-bytes"] > 0

@@ -156,7 +156,11 @@ def attribute(exchanges: list[Exchange]) -> dict[tuple[str, int, str], dict[str,
             add(key, len(ex.request_body), ex.request_head)
         elif name == "push-object":
             req = PushObjectRequest.FromString(ex.request_body)
-            add(objects[("uplink", req.object_id)], len(ex.request_body), ex.request_head)
+            add(
+                objects[("uplink", req.object_id)],
+                len(ex.request_body),
+                ex.request_head,
+            )
         elif name == "pull-messages":
             resp = PullMessagesResponse.FromString(ex.response_body)
             if not resp.messages_list:
@@ -170,5 +174,9 @@ def attribute(exchanges: list[Exchange]) -> dict[tuple[str, int, str], dict[str,
             add(key, len(ex.response_body), ex.request_head)
         elif name == "pull-object":
             req = PullObjectRequest.FromString(ex.request_body)
-            add(objects[("downlink", req.object_id)], len(ex.response_body), ex.request_head)
+            add(
+                objects[("downlink", req.object_id)],
+                len(ex.response_body),
+                ex.request_head,
+            )
     return dict(out)

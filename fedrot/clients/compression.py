@@ -86,7 +86,8 @@ class CompressionMod:
             torch.device(device)
         except (RuntimeError, TypeError) as exc:
             raise ValueError(
-                f"`device` must be a torch device such as 'cpu' or 'cuda'. Found {device!r}."
+                "`device` must be a torch device such as 'cpu' or 'cuda'. "
+                f"Found {device!r}."
             ) from exc
         self.device = device
         self._codecs: dict[tuple[str, str], fedrot.Codec] = {}
@@ -109,7 +110,9 @@ class CompressionMod:
                     "the global model has no floating-point arrays to compress "
                     f"(arrays: {list(layout.keys)}); use the bare strategy instead."
                 )
-            reference = flatten(global_record, layout) if update == UPDATE_DELTA else None
+            reference = (
+                flatten(global_record, layout) if update == UPDATE_DELTA else None
+            )
         except _Misconfigured as exc:
             return _error(msg, str(exc))
 
@@ -120,7 +123,9 @@ class CompressionMod:
             key, local = _reply_record(out)
             problem = layout.mismatch(local)
             if problem is not None:
-                raise _Misconfigured(f"compression_mod cannot encode the reply: {problem}.")
+                raise _Misconfigured(
+                    f"compression_mod cannot encode the reply: {problem}."
+                )
             if layout.d == 0:
                 return out  # lossless codec and no float16/float32 arrays: all raw
             vec = flatten(local, layout)
@@ -147,7 +152,9 @@ class CompressionMod:
             return _error(msg, str(exc))
 
         raw = {k: a for k, a in local.items() if k not in set(layout.float_keys)}
-        compressed = ArrayRecord({PAYLOAD_ARRAY_KEY: payload_array(codec.name, blob), **raw})
+        compressed = ArrayRecord(
+            {PAYLOAD_ARRAY_KEY: payload_array(codec.name, blob), **raw}
+        )
         content = RecordDict(dict(out.content.items()))
         content[key] = compressed
         out.content = content
@@ -160,13 +167,15 @@ class CompressionMod:
             raise _Misconfigured(
                 f"compression_mod received a train message without {KEY_CODEC!r} in "
                 "its ConfigRecord: the server strategy is not wrapped. Wrap it with "
-                "`fedrot.strategies.CompressedStrategy(strategy, codec=...)`, or remove "
+                "`fedrot.strategies.CompressedStrategy(strategy, codec=...)`, or "
+                "remove "
                 "compression_mod from the ClientApp's mods."
             )
         missing = [k for k in _REQUIRED if k not in config]
         if missing:
             raise _Misconfigured(
-                f"compression_mod: the train ConfigRecord lacks {missing}. Use the same "
+                f"compression_mod: the train ConfigRecord lacks {missing}. Use the "
+                "same "
                 "fedrot version on the server and the clients."
             )
         name, params_json = config[KEY_CODEC], config[KEY_CODEC_PARAMS]
@@ -190,7 +199,13 @@ class CompressionMod:
                 "compression_mod: error feedback needs delta updates; the server sent "
                 f"{KEY_UPDATE!r} = {update!r}."
             )
-        return codec, int(config[KEY_RUN_SEED]), int(config[KEY_SERVER_ROUND]), update, feedback
+        return (
+            codec,
+            int(config[KEY_RUN_SEED]),
+            int(config[KEY_SERVER_ROUND]),
+            update,
+            feedback,
+        )
 
     def _codec(self, name: str, params_json: str) -> fedrot.Codec:
         key = (name, params_json)
@@ -238,8 +253,11 @@ def _residual(ctxt: Context, d: int) -> np.ndarray:
 
 
 def _error(msg: Message, reason: str) -> Message:
-    return Message(Error(code=ErrorCode.MOD_FAILED_PRECONDITION, reason=reason), reply_to=msg)
+    return Message(
+        Error(code=ErrorCode.MOD_FAILED_PRECONDITION, reason=reason), reply_to=msg
+    )
 
 
-#: The mod with default settings (codec on the CPU): ``ClientApp(mods=[compression_mod])``.
+#: The mod with default settings (codec on the CPU):
+#: ``ClientApp(mods=[compression_mod])``.
 compression_mod = CompressionMod()

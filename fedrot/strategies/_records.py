@@ -104,7 +104,10 @@ def flatten(record: ArrayRecord, layout: Layout) -> np.ndarray:
     if not layout.float_keys:
         return np.zeros(0, dtype=np.float32)
     return np.concatenate(
-        [record[k].numpy().astype(np.float32, copy=False).ravel() for k in layout.float_keys]
+        [
+            record[k].numpy().astype(np.float32, copy=False).ravel()
+            for k in layout.float_keys
+        ]
     )
 
 
@@ -112,7 +115,9 @@ def float_arrays(vec: np.ndarray, layout: Layout) -> dict[str, Array]:
     """The floating arrays of ``layout`` cut from a flat vector, cast to their dtype."""
     pieces: dict[str, Array] = {}
     start = 0
-    for key, shape, dtype in zip(layout.float_keys, layout.shapes, layout.dtypes, strict=True):
+    for key, shape, dtype in zip(
+        layout.float_keys, layout.shapes, layout.dtypes, strict=True
+    ):
         n = int(np.prod(shape, dtype=np.int64))
         piece = vec[start : start + n].reshape(shape).astype(dtype, copy=False)
         pieces[key] = Array(piece)
@@ -120,7 +125,9 @@ def float_arrays(vec: np.ndarray, layout: Layout) -> dict[str, Array]:
     return pieces
 
 
-def assemble(layout: Layout, floats: dict[str, Array], raw: dict[str, Array]) -> ArrayRecord:
+def assemble(
+    layout: Layout, floats: dict[str, Array], raw: dict[str, Array]
+) -> ArrayRecord:
     """A record in ``layout``'s key order from floating and raw arrays."""
     return ArrayRecord({k: floats[k] if k in floats else raw[k] for k in layout.keys})
 
@@ -142,7 +149,10 @@ def payload_stype(codec_name: str) -> str:
 def payload_array(codec_name: str, blob: bytes) -> Array:
     """The compressed update as one Array of real bytes."""
     return Array(
-        dtype="uint8", shape=(len(blob),), stype=payload_stype(codec_name), data=bytes(blob)
+        dtype="uint8",
+        shape=(len(blob),),
+        stype=payload_stype(codec_name),
+        data=bytes(blob),
     )
 
 

@@ -185,7 +185,9 @@ class CompressedStrategy(Strategy):
                 "`fast_path` is True but the codec is lossless; the exact path hands "
                 "every client's weights to the inner strategy. Use fast_path=None."
             )
-        self.fast_path = mean_inner and not self.lossless if fast_path is None else bool(fast_path)
+        self.fast_path = (
+            mean_inner and not self.lossless if fast_path is None else bool(fast_path)
+        )
         self.count_bytes = bool(count_bytes)
         self._global: ArrayRecord | None = None
         self._layout: Layout | None = None
@@ -223,7 +225,9 @@ class CompressedStrategy(Strategy):
         config[KEY_UPDATE] = self.update
         config[KEY_ERROR_FEEDBACK] = self.error_feedback
         self._global, self._layout, self._round = arrays, layout, server_round
-        messages = list(self.strategy.configure_train(server_round, arrays, config, grid))
+        messages = list(
+            self.strategy.configure_train(server_round, arrays, config, grid)
+        )
         self._downlink["train"] = self._instructions_bytes(messages)
         return messages
 
@@ -250,7 +254,9 @@ class CompressedStrategy(Strategy):
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         """Delegate (evaluation messages are not compressed) and count their bytes."""
-        messages = list(self.strategy.configure_evaluate(server_round, arrays, config, grid))
+        messages = list(
+            self.strategy.configure_evaluate(server_round, arrays, config, grid)
+        )
         self._downlink["evaluate"] = self._instructions_bytes(messages)
         return messages
 
@@ -271,7 +277,7 @@ class CompressedStrategy(Strategy):
     def _decode_replies(
         self, server_round: int, replies: list[Message]
     ) -> tuple[list[Message], int]:
-        """Replies with decoded arrays (or turned into failures) and the failure count."""
+        """Replies with decoded arrays (or turned into failures); failure count."""
         assert self._global is not None and self._layout is not None  # set by caller
         layout, seed = self._layout, fedrot.round_seed(self.seed, server_round)
         stype = payload_stype(self.codec.name)
@@ -300,10 +306,14 @@ class CompressedStrategy(Strategy):
 
         mean = self._fast_mean(replies, todo, seed) if self.fast_path and todo else None
         mean_floats = float_arrays(mean, layout) if mean is not None else None
-        reference = flatten(self._global, layout) if self.update == UPDATE_DELTA else None
+        reference = (
+            flatten(self._global, layout) if self.update == UPDATE_DELTA else None
+        )
         for i, key, blob, raw in todo:
             msg = replies[i]
-            missing = [k for k in layout.keys if k not in layout.float_keys and k not in raw]
+            missing = [
+                k for k in layout.keys if k not in layout.float_keys and k not in raw
+            ]
             if missing:
                 out[i] = self._fail(msg, f"the reply lacks the raw arrays {missing}")
                 failed += 1
@@ -317,7 +327,9 @@ class CompressedStrategy(Strategy):
                     out[i] = self._fail(msg, f"corrupt or mismatched payload: {exc}")
                     failed += 1
                     continue
-                floats = float_arrays(vec if reference is None else reference + vec, layout)
+                floats = float_arrays(
+                    vec if reference is None else reference + vec, layout
+                )
             content = RecordDict(dict(msg.content.items()))
             content[key] = assemble(layout, floats, raw)
             out[i] = Message(metadata=copy.copy(msg.metadata), content=content)
@@ -367,7 +379,8 @@ class CompressedStrategy(Strategy):
         return flatten(self._global, self._layout) + vec
 
     def _fail(self, msg: Message, problem: str) -> Message:
-        reason = f"fedrot rejected the train reply of node {msg.metadata.src_node_id}: {problem}"
+        node = msg.metadata.src_node_id
+        reason = f"fedrot rejected the train reply of node {node}: {problem}"
         log(ERROR, "%s", reason)
         return Message(
             metadata=copy.copy(msg.metadata),

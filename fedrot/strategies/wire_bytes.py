@@ -92,7 +92,9 @@ def _payload_bytes(msg: Message) -> int:
     if not msg.has_content():
         return 0
     return sum(
-        len(arr.data) for rec in msg.content.array_records.values() for arr in rec.values()
+        len(arr.data)
+        for rec in msg.content.array_records.values()
+        for arr in rec.values()
     )
 
 

@@ -41,8 +41,15 @@ def _identity() -> None:
     set_task_identity()
 
 
-def _config(codec: str = "eden", *, update: str = UPDATE_DELTA, feedback: bool = False,
-            run_seed: int = 7, server_round: int = 1, **params) -> ConfigRecord:
+def _config(
+    codec: str = "eden",
+    *,
+    update: str = UPDATE_DELTA,
+    feedback: bool = False,
+    run_seed: int = 7,
+    server_round: int = 1,
+    **params,
+) -> ConfigRecord:
     c = fedrot.get_codec(codec, **params)
     return ConfigRecord(
         {
@@ -57,7 +64,15 @@ def _config(codec: str = "eden", *, update: str = UPDATE_DELTA, feedback: bool =
     )
 
 
-def _run(config, global_arrays, local, *, ctxt=None, mod=compression_mod, message_type=MessageType.TRAIN):
+def _run(
+    config,
+    global_arrays,
+    local,
+    *,
+    ctxt=None,
+    mod=compression_mod,
+    message_type=MessageType.TRAIN,
+):
     msg = instruction(NODE, global_arrays, config, message_type)
     calls = []
 
@@ -85,12 +100,25 @@ def test_train_reply_becomes_one_payload_array_plus_raw_buffers() -> None:
     assert payload.stype == "fedrot/eden/v1" and payload.dtype == "uint8"
     assert payload.shape == (len(payload.data),) and isinstance(payload.data, bytes)
     assert payload.data[:2] == b"FR"  # fedrot's wire envelope, real bytes
-    np.testing.assert_array_equal(record["bn.num_batches_tracked"].numpy(), local["bn.num_batches_tracked"].numpy())
+    np.testing.assert_array_equal(
+        record["bn.num_batches_tracked"].numpy(),
+        local["bn.num_batches_tracked"].numpy(),
+    )
     assert out.content["metrics"]["num-examples"] == 12.0  # metrics untouched
     # the server decodes with (round seed, node id) and recovers the delta
-    d = fedrot.get_codec("eden", bits=2).decode(payload.data, seed=fedrot.round_seed(7, 1), client=NODE)
+    d = fedrot.get_codec("eden", bits=2).decode(
+        payload.data, seed=fedrot.round_seed(7, 1), client=NODE
+    )
     keys = ("fc.weight", "fc.bias", "head.weight")
-    delta = np.concatenate([(local[k].numpy().astype(np.float32) - global_arrays[k].numpy().astype(np.float32)).ravel() for k in keys])
+    delta = np.concatenate(
+        [
+            (
+                local[k].numpy().astype(np.float32)
+                - global_arrays[k].numpy().astype(np.float32)
+            ).ravel()
+            for k in keys
+        ]
+    )
     err = float(np.sum((d.numpy() - delta) ** 2) / np.sum(delta**2))
     assert err < 3 * fedrot.get_codec("eden", bits=2).info(delta.size).expected_vnmse
 
@@ -99,8 +127,17 @@ def test_fp32_weights_mode_sends_the_exact_local_floats() -> None:
     global_arrays = make_arrays(0)
     local = perturb(global_arrays, 1)
     out, _ = _run(_config("fp32", update=UPDATE_WEIGHTS), global_arrays, local)
-    vec = fedrot.get_codec("fp32").decode(_payload(out), seed=fedrot.round_seed(7, 1), client=NODE).numpy()
-    want = np.concatenate([local[k].numpy().astype(np.float32).ravel() for k in ("fc.weight", "fc.bias", "head.weight")])
+    vec = (
+        fedrot.get_codec("fp32")
+        .decode(_payload(out), seed=fedrot.round_seed(7, 1), client=NODE)
+        .numpy()
+    )
+    want = np.concatenate(
+        [
+            local[k].numpy().astype(np.float32).ravel()
+            for k in ("fc.weight", "fc.bias", "head.weight")
+        ]
+    )
     np.testing.assert_array_equal(vec, want)
 
 
@@ -108,27 +145,43 @@ def test_seeds_depend_on_round_and_node() -> None:
     global_arrays = make_arrays(0)
     local = perturb(global_arrays, 1)
     blobs = {
-        (rnd, seed): _payload(_run(_config("eden", bits=1, run_seed=seed, server_round=rnd), global_arrays, local)[0])
+        (rnd, seed): _payload(
+            _run(
+                _config("eden", bits=1, run_seed=seed, server_round=rnd),
+                global_arrays,
+                local,
+            )[0]
+        )
         for rnd, seed in ((1, 7), (2, 7), (1, 8))
     }
     assert len(set(blobs.values())) == 3
     # same settings -> same bytes (nothing random outside the seeds)
-    again = _payload(_run(_config("eden", bits=1, run_seed=7, server_round=1), global_arrays, local)[0])
+    again = _payload(
+        _run(_config("eden", bits=1, run_seed=7, server_round=1), global_arrays, local)[
+            0
+        ]
+    )
     assert again == blobs[(1, 7)]
 
 
-@pytest.mark.parametrize("message_type", [MessageType.EVALUATE, MessageType.QUERY, "evaluate.custom"])
+@pytest.mark.parametrize(
+    "message_type", [MessageType.EVALUATE, MessageType.QUERY, "evaluate.custom"]
+)
 def test_other_messages_pass_through_untouched(message_type) -> None:
     global_arrays = make_arrays(0)
     local = perturb(global_arrays, 1)
-    out, calls = _run(ConfigRecord({"lr": 0.1}), global_arrays, local, message_type=message_type)
+    out, calls = _run(
+        ConfigRecord({"lr": 0.1}), global_arrays, local, message_type=message_type
+    )
     assert len(calls) == 1
     assert list(out.content["arrays"].keys()) == list(local.keys())
 
 
 def test_mod_without_wrapper_returns_an_error_with_the_fix() -> None:
     global_arrays = make_arrays(0)
-    out, calls = _run(ConfigRecord({"lr": 0.1}), global_arrays, perturb(global_arrays, 1))
+    out, calls = _run(
+        ConfigRecord({"lr": 0.1}), global_arrays, perturb(global_arrays, 1)
+    )
     assert calls == [] and out.has_error()
     assert out.error.code == ErrorCode.MOD_FAILED_PRECONDITION
     assert "CompressedStrategy" in out.error.reason
@@ -171,14 +224,18 @@ def test_nan_update_is_rejected_not_encoded() -> None:
 def test_client_app_errors_pass_through() -> None:
     global_arrays = make_arrays(0)
     msg = instruction(NODE, global_arrays, _config("eden"))
-    failure = Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason="oom"), reply_to=msg)
+    failure = Message(
+        Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason="oom"), reply_to=msg
+    )
     out = compression_mod(msg, make_context(NODE), lambda m, c: failure)
     assert out is failure
 
 
 def test_reply_with_other_keys_returns_an_error() -> None:
     global_arrays = make_arrays(0)
-    local = ArrayRecord({k: a for k, a in perturb(global_arrays, 1).items() if k != "fc.bias"})
+    local = ArrayRecord(
+        {k: a for k, a in perturb(global_arrays, 1).items() if k != "fc.bias"}
+    )
     out, _ = _run(_config("eden"), global_arrays, local)
     assert out.has_error() and "fc.bias" in out.error.reason
 
@@ -206,9 +263,17 @@ def test_error_feedback_keeps_the_residual_and_telescopes() -> None:
         config = _config("topk", feedback=True, server_round=rnd, fraction=0.05)
         out, _ = _run(config, global_arrays, local, ctxt=ctxt)
         assert not out.has_error()
-        decoded_sum = decoded_sum + codec.decode(_payload(out), seed=fedrot.round_seed(7, rnd), client=NODE).numpy().astype(np.float64)
+        decoded_sum = decoded_sum + codec.decode(
+            _payload(out), seed=fedrot.round_seed(7, rnd), client=NODE
+        ).numpy().astype(np.float64)
         delta_sum = delta_sum + np.concatenate(
-            [(local[k].numpy().astype(np.float32) - global_arrays[k].numpy().astype(np.float32)).ravel() for k in keys]
+            [
+                (
+                    local[k].numpy().astype(np.float32)
+                    - global_arrays[k].numpy().astype(np.float32)
+                ).ravel()
+                for k in keys
+            ]
         ).astype(np.float64)
         residual = ctxt.state[STATE_RESIDUAL]["residual"].numpy()
         np.testing.assert_allclose(decoded_sum + residual, delta_sum, atol=1e-5)
@@ -218,7 +283,12 @@ def test_error_feedback_keeps_the_residual_and_telescopes() -> None:
 def test_error_feedback_is_off_without_the_flag() -> None:
     ctxt = make_context(NODE)
     global_arrays = make_arrays(0)
-    _run(_config("topk", fraction=0.05), global_arrays, perturb(global_arrays, 1), ctxt=ctxt)
+    _run(
+        _config("topk", fraction=0.05),
+        global_arrays,
+        perturb(global_arrays, 1),
+        ctxt=ctxt,
+    )
     assert STATE_RESIDUAL not in ctxt.state
 
 
@@ -228,7 +298,12 @@ def test_class_form_validates_device() -> None:
     with pytest.raises(TypeError, match="device"):
         CompressionMod(device=0)  # type: ignore[arg-type]
     global_arrays = make_arrays(0)
-    out, _ = _run(_config("eden"), global_arrays, perturb(global_arrays, 1), mod=CompressionMod(device="cpu"))
+    out, _ = _run(
+        _config("eden"),
+        global_arrays,
+        perturb(global_arrays, 1),
+        mod=CompressionMod(device="cpu"),
+    )
     assert not out.has_error()
 
 

@@ -55,7 +55,10 @@ def _identity() -> None:
 
 
 def _locals(global_arrays: ArrayRecord, step: float = 0.1) -> dict[int, ArrayRecord]:
-    return {node: perturb(global_arrays, seed=i + 1, step=step) for i, node in enumerate(NODE_IDS)}
+    return {
+        node: perturb(global_arrays, seed=i + 1, step=step)
+        for i, node in enumerate(NODE_IDS)
+    }
 
 
 def _round(strategy, global_arrays, local, *, server_round=1, mod=True, config=None):
@@ -70,7 +73,9 @@ def _round(strategy, global_arrays, local, *, server_round=1, mod=True, config=N
         node = msg.metadata.dst_node_id
 
         def call_next(m, ctxt, node=node):
-            return train_reply(m, local[node], WEIGHTS[node], train_loss=float(node % 7))
+            return train_reply(
+                m, local[node], WEIGHTS[node], train_loss=float(node % 7)
+            )
 
         if mod:
             replies.append(compression_mod(msg, make_context(node), call_next))
@@ -83,7 +88,9 @@ FLOAT_KEYS = ("fc.weight", "fc.bias", "head.weight")
 
 
 def _flat_floats(record: ArrayRecord) -> np.ndarray:
-    return np.concatenate([record[k].numpy().astype(np.float64).ravel() for k in FLOAT_KEYS])
+    return np.concatenate(
+        [record[k].numpy().astype(np.float64).ravel() for k in FLOAT_KEYS]
+    )
 
 
 # --------------------------------------------------------------- exact fp32 path
@@ -123,7 +130,9 @@ def test_fp32_path_is_bit_identical_to_bare_strategy(name: str) -> None:
         for key, want in as_numpy(out_bare).items():
             got = out_wrapped[key].numpy()
             assert got.dtype == want.dtype and got.shape == want.shape
-            np.testing.assert_array_equal(got, want, err_msg=f"{name} round {rnd} {key}")
+            np.testing.assert_array_equal(
+                got, want, err_msg=f"{name} round {rnd} {key}"
+            )
         for key, value in (metrics_bare or {}).items():
             assert metrics[key] == value
         assert metrics[METRIC_FAILED_REPLIES] == 0
@@ -139,14 +148,21 @@ def _true_mean_delta(global_arrays, local):
 
 @pytest.mark.parametrize(
     ("codec", "params"),
-    [("eden", {"bits": 1}), ("eden", {"bits": 2}), ("drive", {}), ("quic-fl", {"bits": 2})],
+    [
+        ("eden", {"bits": 1}),
+        ("eden", {"bits": 2}),
+        ("drive", {}),
+        ("quic-fl", {"bits": 2}),
+    ],
 )
 @pytest.mark.parametrize("fast_path", [None, False])
 def test_lossy_aggregate_within_expected_error(codec, params, fast_path) -> None:
-    """||mean_hat - mean||^2 <= 1.5 * sum_i w_i^2 vNMSE ||delta_i||^2 (independent, unbiased)."""
+    """Error <= 1.5 sum_i w_i^2 vNMSE ||delta_i||^2 (unbiased, independent clients)."""
     global_arrays = make_arrays(0)
     local = _locals(global_arrays)
-    strategy = CompressedStrategy(FedAvg(), codec=codec, seed=3, fast_path=fast_path, **params)
+    strategy = CompressedStrategy(
+        FedAvg(), codec=codec, seed=3, fast_path=fast_path, **params
+    )
     assert strategy.fast_path is (fast_path is None)
     out, _ = strategy.aggregate_train(1, _round(strategy, global_arrays, local))
     mean, g = _true_mean_delta(global_arrays, local)
@@ -154,7 +170,9 @@ def test_lossy_aggregate_within_expected_error(codec, params, fast_path) -> None
     vnmse = strategy.codec.info(mean.size).expected_vnmse
     total = sum(WEIGHTS.values())
     expected = sum(
-        (WEIGHTS[n] / total) ** 2 * vnmse * float(np.sum((_flat_floats(local[n]) - g) ** 2))
+        (WEIGHTS[n] / total) ** 2
+        * vnmse
+        * float(np.sum((_flat_floats(local[n]) - g) ** 2))
         for n in local
     )
     assert 0 < err <= 1.5 * expected, (err, expected)
@@ -168,25 +186,43 @@ def test_fast_path_equals_per_client_decoding() -> None:
     outs = []
     for fast in (True, False):
         strategy = CompressedStrategy(FedAvg(), codec="quic-fl", seed=9, fast_path=fast)
-        outs.append(strategy.aggregate_train(1, _round(strategy, global_arrays, local))[0])
+        outs.append(
+            strategy.aggregate_train(1, _round(strategy, global_arrays, local))[0]
+        )
     for key in ("fc.weight", "fc.bias"):
-        np.testing.assert_allclose(outs[0][key].numpy(), outs[1][key].numpy(), rtol=0, atol=1e-5)
+        np.testing.assert_allclose(
+            outs[0][key].numpy(), outs[1][key].numpy(), rtol=0, atol=1e-5
+        )
     # float16 arrays: per-client rounding to float16 before averaging vs once after
     np.testing.assert_allclose(
-        outs[0]["head.weight"].numpy(), outs[1]["head.weight"].numpy(), rtol=0, atol=2e-3
+        outs[0]["head.weight"].numpy(),
+        outs[1]["head.weight"].numpy(),
+        rtol=0,
+        atol=2e-3,
     )
 
 
-@pytest.mark.parametrize("name", ["fedavg", "fedprox", "fedadam", "fedmedian", "dp-client", "dp-server"])
+@pytest.mark.parametrize(
+    "name", ["fedavg", "fedprox", "fedadam", "fedmedian", "dp-client", "dp-server"]
+)
 def test_wraps_inner_strategies_with_a_lossy_codec(name: str) -> None:
     """EDEN 4-bit around each inner strategy stays close to the bare strategy."""
     global_arrays = make_arrays(0)
-    bare, wrapped = INNER[name](), CompressedStrategy(INNER[name](), codec="eden", bits=4, seed=1)
-    want, _ = bare.aggregate_train(1, _round(bare, global_arrays, _locals(global_arrays), mod=False))
-    got, metrics = wrapped.aggregate_train(1, _round(wrapped, global_arrays, _locals(global_arrays)))
+    bare, wrapped = (
+        INNER[name](),
+        CompressedStrategy(INNER[name](), codec="eden", bits=4, seed=1),
+    )
+    want, _ = bare.aggregate_train(
+        1, _round(bare, global_arrays, _locals(global_arrays), mod=False)
+    )
+    got, metrics = wrapped.aggregate_train(
+        1, _round(wrapped, global_arrays, _locals(global_arrays))
+    )
     step = _flat_floats(want) - _flat_floats(global_arrays)
     err = _flat_floats(got) - _flat_floats(want)
-    assert np.sum(err**2) <= 0.05 * np.sum(step**2), name  # EDEN-4: vNMSE ~ 0.009 per client
+    assert np.sum(err**2) <= 0.05 * np.sum(step**2), (
+        name
+    )  # EDEN-4: vNMSE ~ 0.009 per client
     assert metrics[METRIC_FAILED_REPLIES] == 0
 
 
@@ -197,7 +233,9 @@ def _corrupt(reply: Message, flip_at: int = 40) -> Message:
     data = bytearray(payload.data)
     data[flip_at] ^= 0xFF
     bad = ArrayRecord(dict(record.items()))
-    bad[PAYLOAD_ARRAY_KEY] = Array(dtype=payload.dtype, shape=payload.shape, stype=payload.stype, data=bytes(data))
+    bad[PAYLOAD_ARRAY_KEY] = Array(
+        dtype=payload.dtype, shape=payload.shape, stype=payload.stype, data=bytes(data)
+    )
     content = RecordDict(dict(reply.content.items()))
     content[key] = bad
     reply.content = content
@@ -205,7 +243,9 @@ def _corrupt(reply: Message, flip_at: int = 40) -> Message:
 
 
 @pytest.mark.parametrize(("codec", "params"), [("fp32", {}), ("eden", {"bits": 2})])
-def test_corrupt_reply_is_a_failure_and_the_round_uses_the_others(codec, params, caplog) -> None:
+def test_corrupt_reply_is_a_failure_and_the_round_uses_the_others(
+    codec, params, caplog
+) -> None:
     global_arrays = make_arrays(0)
     local = _locals(global_arrays)
     strategy = CompressedStrategy(FedAvg(), codec=codec, seed=5, **params)
@@ -219,10 +259,17 @@ def test_corrupt_reply_is_a_failure_and_the_round_uses_the_others(codec, params,
     finally:
         flwr_logger.removeHandler(caplog.handler)
     assert metrics[METRIC_FAILED_REPLIES] == 1
-    assert any(str(bad_node) in r.getMessage() and "corrupt" in r.getMessage() for r in caplog.records)
+    assert any(
+        str(bad_node) in r.getMessage() and "corrupt" in r.getMessage()
+        for r in caplog.records
+    )
     # same result as a round that only had the two good replies
     ref = CompressedStrategy(FedAvg(), codec=codec, seed=5, fast_path=False, **params)
-    good = [r for r in _round(ref, global_arrays, local) if r.metadata.src_node_id != bad_node]
+    good = [
+        r
+        for r in _round(ref, global_arrays, local)
+        if r.metadata.src_node_id != bad_node
+    ]
     want, want_metrics = ref.aggregate_train(1, good)
     for key, arr in as_numpy(want).items():
         np.testing.assert_array_equal(out[key].numpy(), arr)
@@ -247,7 +294,9 @@ def test_client_failures_pass_through_and_are_not_counted_as_fedrot_failures() -
     replies = _round(strategy, global_arrays, local)
     from flwr.app import Error
 
-    replies[2] = Message(Error(code=2, reason="boom"), reply_to=_round(strategy, global_arrays, local)[2])
+    replies[2] = Message(
+        Error(code=2, reason="boom"), reply_to=_round(strategy, global_arrays, local)[2]
+    )
     replies[2].metadata.__dict__["_src_node_id"] = NODE_IDS[2]
     seen = []
 
@@ -279,12 +328,19 @@ def test_inputs_are_not_mutated() -> None:
 
 
 def test_config_carries_codec_settings_and_the_run_seed() -> None:
-    strategy = CompressedStrategy(FedAvg(), codec="eden", bits=1, rotations="auto", seed=42)
+    strategy = CompressedStrategy(
+        FedAvg(), codec="eden", bits=1, rotations="auto", seed=42
+    )
     msgs = list(strategy.configure_train(3, make_arrays(0), ConfigRecord(), FakeGrid()))
     config = msgs[0].content["config"]
     assert config[KEY_CODEC] == "eden" and config[KEY_RUN_SEED] == 42
     assert config["server-round"] == 3 and config["fedrot.server-round"] == 3
-    assert fedrot.get_codec("eden", **__import__("json").loads(config["fedrot.codec-params"])).params() == strategy.codec.params()
+    assert (
+        fedrot.get_codec(
+            "eden", **__import__("json").loads(config["fedrot.codec-params"])
+        ).params()
+        == strategy.codec.params()
+    )
 
 
 # ------------------------------------------------------------- misconfiguration
@@ -359,7 +415,13 @@ def test_byte_metrics_equal_the_serialized_messages() -> None:
     for m in msgs:
         node = m.metadata.dst_node_id
         replies.append(
-            compression_mod(m, make_context(node), lambda x, c, n=node: train_reply(x, perturb(global_arrays, 1), WEIGHTS[n]))
+            compression_mod(
+                m,
+                make_context(node),
+                lambda x, c, n=node: train_reply(
+                    x, perturb(global_arrays, 1), WEIGHTS[n]
+                ),
+            )
         )
     up = [reply_bytes(r) for r in replies]
     _, metrics = strategy.aggregate_train(1, replies)
@@ -369,23 +431,38 @@ def test_byte_metrics_equal_the_serialized_messages() -> None:
     sent = [a for r in replies for a in r.content["arrays"].values()]
     assert len(sent) == 2 * len(replies)  # the payload + the raw int64 counter
     assert metrics[METRIC_UPLINK_PAYLOAD_BYTES] == sum(len(a.data) for a in sent)
-    assert metrics[METRIC_DOWNLINK_PAYLOAD_BYTES] == 3 * sum(len(a.data) for a in global_arrays.values())
+    assert metrics[METRIC_DOWNLINK_PAYLOAD_BYTES] == 3 * sum(
+        len(a.data) for a in global_arrays.values()
+    )
     # the protobuf bytes exceed the payload by Flower's per-object framing only
-    assert 0 < metrics[METRIC_UPLINK_BYTES] - metrics[METRIC_UPLINK_PAYLOAD_BYTES] < 3 * 3000
+    assert (
+        0
+        < metrics[METRIC_UPLINK_BYTES] - metrics[METRIC_UPLINK_PAYLOAD_BYTES]
+        < 3 * 3000
+    )
 
 
 def test_evaluate_phase_records_bytes() -> None:
     global_arrays = make_arrays(0)
     strategy = CompressedStrategy(FedAvg(), codec="eden")
-    msgs = list(strategy.configure_evaluate(1, global_arrays, ConfigRecord(), FakeGrid()))
+    msgs = list(
+        strategy.configure_evaluate(1, global_arrays, ConfigRecord(), FakeGrid())
+    )
     replies = [
-        Message(RecordDict({"metrics": MetricRecord({"num-examples": 5, "acc": 0.5})}), reply_to=m)
+        Message(
+            RecordDict({"metrics": MetricRecord({"num-examples": 5, "acc": 0.5})}),
+            reply_to=m,
+        )
         for m in msgs
     ]
     metrics = strategy.aggregate_evaluate(1, replies)
     assert metrics["acc"] == pytest.approx(0.5)
-    assert metrics[METRIC_DOWNLINK_BYTES] == sum(instruction_bytes(m).message_bytes for m in msgs)
-    assert metrics[METRIC_UPLINK_BYTES] == sum(reply_bytes(r).message_bytes for r in replies)
+    assert metrics[METRIC_DOWNLINK_BYTES] == sum(
+        instruction_bytes(m).message_bytes for m in msgs
+    )
+    assert metrics[METRIC_UPLINK_BYTES] == sum(
+        reply_bytes(r).message_bytes for r in replies
+    )
 
 
 def test_eden_1bit_uplink_is_25x_below_fp32_for_1e5_parameters() -> None:
@@ -393,11 +470,15 @@ def test_eden_1bit_uplink_is_25x_below_fp32_for_1e5_parameters() -> None:
     w = rng.standard_normal((400, 256)).astype(np.float32)
     global_arrays = ArrayRecord({"w": Array(w)})
     local = {
-        n: ArrayRecord({"w": Array((w + 0.01 * rng.standard_normal(w.shape)).astype(np.float32))})
+        n: ArrayRecord(
+            {"w": Array((w + 0.01 * rng.standard_normal(w.shape)).astype(np.float32))}
+        )
         for n in NODE_IDS
     }
     up = {}
     for codec, params in (("fp32", {}), ("eden", {"bits": 1})):
         strategy = CompressedStrategy(FedAvg(), codec=codec, **params)
-        up[codec] = strategy.aggregate_train(1, _round(strategy, global_arrays, local))[1][METRIC_UPLINK_BYTES]
+        up[codec] = strategy.aggregate_train(1, _round(strategy, global_arrays, local))[
+            1
+        ][METRIC_UPLINK_BYTES]
     assert up["fp32"] / up["eden"] >= 25, up

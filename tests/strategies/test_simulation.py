@@ -22,7 +22,13 @@ from fedrot_e2e.server_app import run  # noqa: E402
 @pytest.mark.parametrize(("codec", "bits"), [("eden", 1.0), ("quic-fl", 2.0)])
 def test_compressed_training_improves_accuracy(codec: str, bits: float) -> None:
     set_task_identity()
-    run_config = {"codec": codec, "bits": bits, "num-server-rounds": 3, "hidden": 32, "lr": 0.3}
+    run_config = {
+        "codec": codec,
+        "bits": bits,
+        "num-server-rounds": 3,
+        "hidden": 32,
+        "lr": 0.3,
+    }
     result = run(LocalGrid(client_app, 3, run_config), run_config)
     acc = {r: m["acc"] for r, m in result.evaluate_metrics_serverapp.items()}
     assert acc[3] >= acc[0] + 0.2, acc
@@ -33,7 +39,10 @@ def test_compressed_training_improves_accuracy(codec: str, bits: float) -> None:
         assert result.evaluate_metrics_clientapp[rnd]["eval-acc"] > 0
     # the mod really compressed: ~bits per parameter, not 32
     d = sum(a.numpy().size for a in result.arrays.values())
-    assert result.train_metrics_clientapp[1][METRIC_UPLINK_PAYLOAD_BYTES] < 3 * d * (bits + 1) / 8
+    assert (
+        result.train_metrics_clientapp[1][METRIC_UPLINK_PAYLOAD_BYTES]
+        < 3 * d * (bits + 1) / 8
+    )
 
 
 @pytest.mark.slow
@@ -45,7 +54,13 @@ def test_flower_simulation_engine_runs_compressed_training() -> None:
 
     results = []
     server_app = ServerApp()
-    run_config = {"codec": "eden", "bits": 1.0, "num-server-rounds": 2, "hidden": 32, "lr": 0.3}
+    run_config = {
+        "codec": "eden",
+        "bits": 1.0,
+        "num-server-rounds": 2,
+        "hidden": 32,
+        "lr": 0.3,
+    }
 
     @server_app.main()
     def main(grid: Grid, context: Context) -> None:

@@ -1,1 +1,1 @@
-"""A tiny Flower app that trains through fedrot's CompressedStrategy + compression_mod."""
+"""A tiny Flower app trained through fedrot's CompressedStrategy + compression_mod."""

@@ -52,9 +52,15 @@ def run(grid: Grid, run_config: dict[str, Any]) -> Result:
                 {
                     "run_config": dict(run_config),
                     "num_params": num_params(model),
-                    "train": {r: dict(m) for r, m in result.train_metrics_clientapp.items()},
-                    "evaluate": {r: dict(m) for r, m in result.evaluate_metrics_clientapp.items()},
-                    "server": {r: dict(m) for r, m in result.evaluate_metrics_serverapp.items()},
+                    "train": {
+                        r: dict(m) for r, m in result.train_metrics_clientapp.items()
+                    },
+                    "evaluate": {
+                        r: dict(m) for r, m in result.evaluate_metrics_clientapp.items()
+                    },
+                    "server": {
+                        r: dict(m) for r, m in result.evaluate_metrics_serverapp.items()
+                    },
                 },
                 f,
                 indent=1,

@@ -47,4 +47,6 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float,
     """(loss, accuracy)."""
     model.eval()
     logits = model(x)
-    return float(nn.functional.cross_entropy(logits, y)), float((logits.argmax(1) == y).float().mean())
+    return float(nn.functional.cross_entropy(logits, y)), float(
+        (logits.argmax(1) == y).float().mean()
+    )
