@@ -291,6 +291,11 @@ class CompressedStrategy(Strategy):
                 out[i] = msg
                 continue
             problem, entry = _payload_of(msg, stype)
+            if entry is not None:
+                missing = [k for k in layout.keys if k not in layout.float_keys]
+                missing = [k for k in missing if k not in entry[2]]
+                if missing:
+                    problem, entry = f"the reply lacks the raw arrays {missing}", None
             if entry is None:
                 out[i] = self._fail(msg, str(problem))
                 failed += 1
@@ -311,13 +316,6 @@ class CompressedStrategy(Strategy):
         )
         for i, key, blob, raw in todo:
             msg = replies[i]
-            missing = [
-                k for k in layout.keys if k not in layout.float_keys and k not in raw
-            ]
-            if missing:
-                out[i] = self._fail(msg, f"the reply lacks the raw arrays {missing}")
-                failed += 1
-                continue
             if mean_floats is not None:
                 floats = mean_floats
             else:

@@ -482,3 +482,24 @@ def test_eden_1bit_uplink_is_25x_below_fp32_for_1e5_parameters() -> None:
             1
         ][METRIC_UPLINK_BYTES]
     assert up["fp32"] / up["eden"] >= 25, up
+
+
+def test_reply_missing_a_raw_array_is_a_failure_before_the_fast_path() -> None:
+    global_arrays = make_arrays(0)
+    local = _locals(global_arrays)
+    strategy = CompressedStrategy(FedAvg(), codec="eden", bits=2, seed=5)
+    replies = _round(strategy, global_arrays, local)
+    record = replies[0].content["arrays"]
+    content = RecordDict(dict(replies[0].content.items()))
+    content["arrays"] = ArrayRecord(
+        {k: a for k, a in record.items() if k != "bn.num_batches_tracked"}
+    )
+    replies[0].content = content
+    out, metrics = strategy.aggregate_train(1, replies)
+    assert metrics[METRIC_FAILED_REPLIES] == 1
+    ref = CompressedStrategy(FedAvg(), codec="eden", bits=2, seed=5)
+    good = _round(ref, global_arrays, _locals(global_arrays))[1:]
+    want, _ = ref.aggregate_train(1, good)
+    np.testing.assert_allclose(
+        out["fc.weight"].numpy(), want["fc.weight"].numpy(), rtol=0, atol=1e-6
+    )
