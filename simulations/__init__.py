@@ -1,0 +1,1 @@
+"""fedrot simulations: ``python -m simulations --preset default --out DIR``."""

@@ -1,0 +1,1 @@
+"""fedrot's bandwidth-versus-accuracy simulations: a Flower app plus a sweep runner."""

@@ -1,0 +1,48 @@
+"""Local training and evaluation loops (plain SGD, deterministic shuffling)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def train(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+) -> float:
+    """Run ``epochs`` of mini-batch SGD; returns the mean training loss."""
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    loss_fn = nn.CrossEntropyLoss()
+    gen = torch.Generator().manual_seed(seed)
+    total, count = 0.0, 0
+    for _ in range(epochs):
+        order = torch.randperm(len(y), generator=gen)
+        for start in range(0, len(y), batch_size):
+            idx = order[start : start + batch_size]
+            opt.zero_grad()
+            loss = loss_fn(model(x[idx]), y[idx])
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(idx)
+            count += len(idx)
+    return total / max(count, 1)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """(mean cross-entropy loss, accuracy) on a dataset."""
+    model.eval()
+    loss_fn = nn.CrossEntropyLoss(reduction="sum")
+    loss, correct = 0.0, 0
+    for start in range(0, len(y), 1000):
+        out = model(x[start : start + 1000])
+        loss += float(loss_fn(out, y[start : start + 1000]))
+        correct += int((out.argmax(1) == y[start : start + 1000]).sum())
+    return loss / len(y), correct / len(y)
