@@ -35,6 +35,7 @@ DEFAULT_ROWS: list[tuple[str, dict[str, Any]]] = [
     ("quic-fl", {"bits": 4}),
     ("vq", {"bits": 1}),
     ("vq", {"bits": 2}),
+    ("vq", {"bits": 2, "block": 4}),
     ("hadamard-sq", {"bits": 1}),
     ("hadamard-sq", {"bits": 4}),
     ("qsgd", {"levels": 1}),
