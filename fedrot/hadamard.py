@@ -16,7 +16,9 @@ import math
 
 import torch
 
-__all__ = ["fwht", "fwht_", "hadamard_matrix", "is_power_of_two"]
+from . import _kernels
+
+__all__ = ["fwht", "fwht_", "fwht_reference", "hadamard_matrix", "is_power_of_two"]
 
 
 def is_power_of_two(n: int) -> bool:
@@ -87,6 +89,11 @@ def fwht(x: torch.Tensor) -> torch.Tensor:
     TypeError
         If ``x`` is not a floating-point tensor.
 
+    On the CPU (float32/float64) this runs the compiled cache-blocked kernel of
+    :mod:`fedrot._kernels` when it is available; it performs the same butterflies in
+    the same order per element, so the result is bit-identical to
+    :func:`fwht_reference`.
+
     Equivalent to ``x @ torch.tensor(scipy.linalg.hadamard(D)) / sqrt(D)``.
 
     Examples
@@ -98,6 +105,8 @@ def fwht(x: torch.Tensor) -> torch.Tensor:
     shape = x.shape
     src = x.reshape(-1, size).clone()
     if size == 1:
+        return src.reshape(shape)
+    if _kernels.rht_(src, scale=1.0 / math.sqrt(size)):
         return src.reshape(shape)
     dst = torch.empty_like(src)
     out = _butterflies(src, dst, size)
@@ -121,10 +130,37 @@ def fwht_(x: torch.Tensor) -> None:
     if size == 1:
         return
     src = x.view(-1, size)
+    if _kernels.rht_(src, scale=1.0 / math.sqrt(size)):
+        return
     out = _butterflies(src, torch.empty_like(src), size)
     if out.data_ptr() != src.data_ptr():
         src.copy_(out)
     src.mul_(1.0 / math.sqrt(size))
+
+
+def fwht_reference(x: torch.Tensor) -> torch.Tensor:
+    """The plain-torch FWHT: the reference that defines every fast path's result.
+
+    Steps: clone ``x`` as (rows, D); for h = 1, 2, ..., D/2 compute
+    ``(a, b) -> (a + b, a - b)`` for every pair ``(i, i + h)`` with ``i & h == 0``
+    (one ``torch.add`` and one ``torch.sub`` per stage, ping-ponging two buffers);
+    multiply by ``1 / sqrt(D)``. Runs on any device and dtype. :func:`fwht` gives
+    bit-identical results on every path.
+
+    Equivalent to ``x @ torch.tensor(scipy.linalg.hadamard(D)) / sqrt(D)``.
+
+    Examples
+    --------
+    >>> fwht_reference(torch.tensor([1.0, 2.0, 3.0, 4.0])).tolist()
+    [5.0, -1.0, -2.0, 0.0]
+    """
+    size = _check(x)
+    src = x.reshape(-1, size).clone()
+    if size > 1:
+        out = _butterflies(src, torch.empty_like(src), size)
+        out.mul_(1.0 / math.sqrt(size))
+        src = out
+    return src.reshape(x.shape)
 
 
 def hadamard_matrix(size: int, *, dtype: torch.dtype = torch.float64) -> torch.Tensor:

@@ -17,8 +17,11 @@ blocks (Ben-Basat et al., https://arxiv.org/abs/2605.06014).
 
 from __future__ import annotations
 
+import math
+
 import torch
 
+from . import _kernels
 from .chunking import ChunkPlan
 from .hadamard import fwht_
 from .seeds import Stream, derive_seed, signs_torch
@@ -63,11 +66,33 @@ def _transform_pieces_(buf: torch.Tensor, plan: ChunkPlan) -> None:
         fwht_(view)
 
 
+def _fused_(buf: torch.Tensor, plan: ChunkPlan, keys: list[int], inverse: bool) -> bool:
+    """The whole stack with the compiled kernel, piece by piece (False: unavailable).
+
+    Each piece goes through all k layers while it sits in cache; per element the
+    operations and their order are those of the torch path, so the result is
+    bit-identical to it.
+    """
+    for g, view in zip(plan.groups, piece_views(buf, plan), strict=True):
+        done = _kernels.rht_(
+            view,
+            offset=g.offset,
+            keys=keys,
+            inverse=inverse,
+            scale=1.0 / math.sqrt(g.size),
+        )
+        if not done:
+            return False
+    return True
+
+
 def rotate(xp: torch.Tensor, plan: ChunkPlan, keys: list[int]) -> torch.Tensor:
     """Apply the RHT stack given by ``keys`` to a padded vector; returns a new tensor.
 
     Steps, for each key in order: multiply by that key's ±1 signs, then transform every
     piece with the orthonormal FWHT. Inverted in reverse order by :func:`unrotate`.
+    On the CPU the compiled kernel runs all layers of a piece while it is in cache,
+    bit-identical to this torch path (``fedrot._kernels.enabled(False)`` forces it).
 
     Examples
     --------
@@ -79,6 +104,8 @@ def rotate(xp: torch.Tensor, plan: ChunkPlan, keys: list[int]) -> torch.Tensor:
     """
     _check_padded(xp, plan)
     buf = xp.clone()
+    if keys and _fused_(buf, plan, keys, inverse=False):
+        return buf
     for key in keys:
         buf.mul_(signs_torch(key, plan.padded, device=buf.device, dtype=buf.dtype))
         _transform_pieces_(buf, plan)
@@ -89,6 +116,8 @@ def unrotate(y: torch.Tensor, plan: ChunkPlan, keys: list[int]) -> torch.Tensor:
     """Invert :func:`rotate`: keys in reverse; FWHT every piece, then apply signs."""
     _check_padded(y, plan)
     buf = y.clone()
+    if keys and _fused_(buf, plan, keys, inverse=True):
+        return buf
     for key in reversed(keys):
         _transform_pieces_(buf, plan)
         buf.mul_(signs_torch(key, plan.padded, device=buf.device, dtype=buf.dtype))

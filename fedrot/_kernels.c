@@ -1,0 +1,387 @@
+/* fedrot CPU kernels: cache-blocked FWHT, fused RHT stacks, EDEN/DRIVE hot loops,
+ * bit packing. Compiled at first use by fedrot/_kernels.py (cc -O3, no -ffast-math)
+ * and loaded with ctypes; every entry point has a pure-torch twin that is the
+ * reference.
+ *
+ * Bit-compatibility contract: every function performs exactly the IEEE-754 operations
+ * of the torch reference path, in the same order per element. The FWHT runs the
+ * butterflies (a, b) -> (a + b, a - b) of stage h = 1, 2, 4, ... in that order for
+ * every element; blocking only changes WHEN an element's butterflies run, never which
+ * ones or in which order, so results are bit-identical. Sign flips are sign-bit XORs
+ * (== multiplication by -1.0, also for 0.0). The 1/sqrt(D) scale is one float
+ * multiplication after the last stage, as in torch. No reductions are done here:
+ * norms and dot products stay in torch so their summation order is torch's.
+ */
+#include <pthread.h>
+#include <stdint.h>
+#include <string.h>
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
+
+typedef int64_t i64;
+typedef uint64_t u64;
+
+#define GAMMA 0x9E3779B97F4A7C15ULL
+#define M1 0xBF58476D1CE4E5B9ULL
+#define M2 0x94D049BB133111EBULL
+
+static inline u64 mix64(u64 z) {
+    z = (z ^ (z >> 30)) * M1;
+    z = (z ^ (z >> 27)) * M2;
+    return z ^ (z >> 31);
+}
+
+/* Word i of the stream of `key` (see fedrot/seeds.py). */
+static inline u64 word(u64 key, i64 i) { return mix64(key + (u64)(i + 1) * GAMMA); }
+
+/* ------------------------------------------------------------------ threading */
+typedef void (*range_fn)(void *ctx, i64 lo, i64 hi);
+typedef struct { range_fn fn; void *ctx; i64 lo, hi; } job_t;
+
+static void *run_job(void *p) {
+    job_t *j = (job_t *)p;
+    j->fn(j->ctx, j->lo, j->hi);
+    return 0;
+}
+
+/* Split [0, n) into `threads` contiguous ranges; the caller's thread runs the first. */
+static void parallel_for(range_fn fn, void *ctx, i64 n, int threads) {
+    if (threads > n) threads = (int)n;
+    if (threads <= 1) { fn(ctx, 0, n); return; }
+    if (threads > 64) threads = 64;
+    pthread_t tid[64];
+    job_t jobs[64];
+    int started[64];
+    for (int t = 0; t < threads; t++) {
+        jobs[t].fn = fn; jobs[t].ctx = ctx;
+        jobs[t].lo = n * t / threads; jobs[t].hi = n * (t + 1) / threads;
+        started[t] = 0;
+    }
+    for (int t = 1; t < threads; t++)
+        started[t] = pthread_create(&tid[t], 0, run_job, &jobs[t]) == 0;
+    fn(ctx, jobs[0].lo, jobs[0].hi);
+    for (int t = 1; t < threads; t++) {
+        if (started[t]) pthread_join(tid[t], 0);
+        else fn(ctx, jobs[t].lo, jobs[t].hi);
+    }
+}
+
+/* ------------------------------------------- radix-8 stages with AVX2 (float) */
+#if defined(__AVX2__)
+#define VR8_f32 1
+#define vr8_call_f32 vr8_f32
+#define BF(a, b, s, d) __m256 s = _mm256_add_ps(a, b), d = _mm256_sub_ps(a, b)
+static void vr8_f32(float *x, i64 groups, i64 gstride, i64 dist, i64 run, float s) {
+    __m256 m = _mm256_set1_ps(s);
+    for (i64 g = 0; g < groups; g++) {
+        float *p = x + g * gstride;
+        for (i64 j = 0; j < run; j += 8) {
+            float *q = p + j;
+            __m256 a0 = _mm256_loadu_ps(q), a1 = _mm256_loadu_ps(q + dist);
+            __m256 a2 = _mm256_loadu_ps(q + 2 * dist), a3 = _mm256_loadu_ps(q + 3 * dist);
+            __m256 a4 = _mm256_loadu_ps(q + 4 * dist), a5 = _mm256_loadu_ps(q + 5 * dist);
+            __m256 a6 = _mm256_loadu_ps(q + 6 * dist), a7 = _mm256_loadu_ps(q + 7 * dist);
+            BF(a0, a1, b0, b1); BF(a2, a3, b2, b3); BF(a4, a5, b4, b5); BF(a6, a7, b6, b7);
+            BF(b0, b2, c0, c2); BF(b1, b3, c1, c3); BF(b4, b6, c4, c6); BF(b5, b7, c5, c7);
+            BF(c0, c4, d0, d4); BF(c1, c5, d1, d5); BF(c2, c6, d2, d6); BF(c3, c7, d3, d7);
+            _mm256_storeu_ps(q, _mm256_mul_ps(d0, m));
+            _mm256_storeu_ps(q + dist, _mm256_mul_ps(d1, m));
+            _mm256_storeu_ps(q + 2 * dist, _mm256_mul_ps(d2, m));
+            _mm256_storeu_ps(q + 3 * dist, _mm256_mul_ps(d3, m));
+            _mm256_storeu_ps(q + 4 * dist, _mm256_mul_ps(d4, m));
+            _mm256_storeu_ps(q + 5 * dist, _mm256_mul_ps(d5, m));
+            _mm256_storeu_ps(q + 6 * dist, _mm256_mul_ps(d6, m));
+            _mm256_storeu_ps(q + 7 * dist, _mm256_mul_ps(d7, m));
+        }
+    }
+}
+#undef BF
+#else
+#define VR8_f32 0
+#define vr8_call_f32(x, g, gs, d, r, s) ((void)0)
+#endif
+#define VR8_f64 0
+#define vr8_call_f64(x, g, gs, d, r, s) ((void)0)
+
+/* ----------------------------------------------------------- FWHT, per type */
+/* Block sizes (elements): leaves fit L1, blocks fit L2, high-stage tiles fit L2. */
+#define DEFINE_FWHT(T, SUF, UBITS, SIGNBIT, L1N, L2N, TILEN)                            \
+                                                                                       \
+static void flip_##SUF(T *x, i64 n, u64 key, i64 g) {                                  \
+    /* x[i] *= -1 where bit (g + i) of key's stream is 1 */                            \
+    UBITS *u = (UBITS *)x;                                                             \
+    i64 i = 0;                                                                         \
+    while (i < n) {                                                                    \
+        i64 j = g + i, w = j >> 6, b = j & 63;                                         \
+        i64 m = 64 - b; if (m > n - i) m = n - i;                                      \
+        u64 bits = word(key, w) >> b;                                                  \
+        for (i64 t = 0; t < m; t++)                                                    \
+            u[i + t] ^= (UBITS)((bits >> t) & 1) << SIGNBIT;                           \
+        i += m;                                                                        \
+    }                                                                                  \
+}                                                                                      \
+                                                                                       \
+/* Stages h, 2h, ..., (2^r)h (r = 1..3) on groups of 2^r * h consecutive operands at   \
+ * distance `dist`, `run` contiguous columns each; groups are `gstride` apart. The     \
+ * result is multiplied by `s` (1 except after the last stage; x * 1 == x exactly). */ \
+static void r8_##SUF(T *x, i64 groups, i64 gstride, i64 dist, i64 run, T s) {          \
+    for (i64 g = 0; g < groups; g++) {                                                 \
+        T *restrict p0 = x + g * gstride, *restrict p1 = p0 + dist;                    \
+        T *restrict p2 = p0 + 2 * dist, *restrict p3 = p0 + 3 * dist;                  \
+        T *restrict p4 = p0 + 4 * dist, *restrict p5 = p0 + 5 * dist;                  \
+        T *restrict p6 = p0 + 6 * dist, *restrict p7 = p0 + 7 * dist;                  \
+        for (i64 j = 0; j < run; j++) {                                                \
+            T a0 = p0[j], a1 = p1[j], a2 = p2[j], a3 = p3[j];                          \
+            T a4 = p4[j], a5 = p5[j], a6 = p6[j], a7 = p7[j];                          \
+            T b0 = a0 + a1, b1 = a0 - a1, b2 = a2 + a3, b3 = a2 - a3;                  \
+            T b4 = a4 + a5, b5 = a4 - a5, b6 = a6 + a7, b7 = a6 - a7;                  \
+            T c0 = b0 + b2, c2 = b0 - b2, c1 = b1 + b3, c3 = b1 - b3;                  \
+            T c4 = b4 + b6, c6 = b4 - b6, c5 = b5 + b7, c7 = b5 - b7;                  \
+            p0[j] = (c0 + c4) * s; p4[j] = (c0 - c4) * s;                              \
+            p1[j] = (c1 + c5) * s; p5[j] = (c1 - c5) * s;                              \
+            p2[j] = (c2 + c6) * s; p6[j] = (c2 - c6) * s;                              \
+            p3[j] = (c3 + c7) * s; p7[j] = (c3 - c7) * s;                              \
+        }                                                                              \
+    }                                                                                  \
+}                                                                                      \
+static void r4_##SUF(T *x, i64 groups, i64 gstride, i64 dist, i64 run, T s) {          \
+    for (i64 g = 0; g < groups; g++) {                                                 \
+        T *restrict p0 = x + g * gstride, *restrict p1 = p0 + dist;                    \
+        T *restrict p2 = p0 + 2 * dist, *restrict p3 = p0 + 3 * dist;                  \
+        for (i64 j = 0; j < run; j++) {                                                \
+            T a0 = p0[j], a1 = p1[j], a2 = p2[j], a3 = p3[j];                          \
+            T b0 = a0 + a1, b1 = a0 - a1, b2 = a2 + a3, b3 = a2 - a3;                  \
+            p0[j] = (b0 + b2) * s; p2[j] = (b0 - b2) * s;                              \
+            p1[j] = (b1 + b3) * s; p3[j] = (b1 - b3) * s;                              \
+        }                                                                              \
+    }                                                                                  \
+}                                                                                      \
+static void r2_##SUF(T *x, i64 groups, i64 gstride, i64 dist, i64 run, T s) {          \
+    for (i64 g = 0; g < groups; g++) {                                                 \
+        T *restrict p0 = x + g * gstride, *restrict p1 = p0 + dist;                    \
+        for (i64 j = 0; j < run; j++) {                                                \
+            T a0 = p0[j], a1 = p1[j];                                                  \
+            p0[j] = (a0 + a1) * s; p1[j] = (a0 - a1) * s;                              \
+        }                                                                              \
+    }                                                                                  \
+}                                                                                      \
+static void radix_##SUF(T *x, i64 groups, i64 gstride, i64 dist, i64 run, int r,      \
+                        int scale_on, T s) {                                           \
+    T m = scale_on ? s : (T)1;                                                         \
+    if (r == 3 && VR8_##SUF && run % 8 == 0) vr8_call_##SUF(x, groups, gstride, dist, run, m); \
+    else if (r == 3) r8_##SUF(x, groups, gstride, dist, run, m);                       \
+    else if (r == 2) r4_##SUF(x, groups, gstride, dist, run, m);                       \
+    else r2_##SUF(x, groups, gstride, dist, run, m);                                   \
+}                                                                                      \
+                                                                                       \
+/* All stages over `rows` rows of width `run` (row stride `rs`), starting with the     \
+ * stage whose operands are `rs` apart: radix 8 while possible, then 4 or 2. */        \
+static void stages_##SUF(T *x, i64 rows, i64 rs, i64 run, int scale_on, T s) {         \
+    i64 h = 1;                                                                         \
+    while (h < rows) {                                                                 \
+        int r = 3;                                                                     \
+        while ((h << r) > rows) r--;                                                   \
+        int last = (h << r) == rows;                                                   \
+        for (i64 o = 0; o < h; o++) /* h interleaved sets of operand rows */          \
+            radix_##SUF(x + o * rs, rows / (h << r), (h << r) * rs, h * rs, run, r,    \
+                        scale_on && last, s);                                          \
+        h <<= r;                                                                       \
+    }                                                                                  \
+}                                                                                      \
+                                                                                       \
+static void leaf_##SUF(T *x, i64 n, int scale_on, T s);                                \
+                                                                                       \
+/* Unnormalized-or-scaled transform of n contiguous elements, cache-blocked. */         \
+static void rec_##SUF(T *x, i64 n, int scale_on, T s, u64 key, int sign_on, i64 g) {   \
+    if (n <= L1N) {                                                                    \
+        if (sign_on) flip_##SUF(x, n, key, g);                                         \
+        leaf_##SUF(x, n, scale_on, s);                                                 \
+        return;                                                                        \
+    }                                                                                  \
+    i64 B = n <= L2N ? L1N : L2N, rows = n / B;                                        \
+    for (i64 b = 0; b < rows; b++) rec_##SUF(x + b * B, B, 0, s, key, sign_on, g + b * B); \
+    i64 W = TILEN / rows; if (W < 16) W = 16; if (W > B) W = B;                        \
+    for (i64 c = 0; c < B; c += W) stages_##SUF(x + c, rows, B, W, scale_on, s);       \
+}                                                                                      \
+                                                                                       \
+typedef struct { T *x; i64 n, B, rows, W; int scale_on; T s; u64 key; int sign_on;     \
+                 i64 g; } big_##SUF;                                                   \
+static void big_low_##SUF(void *c, i64 lo, i64 hi) {                                   \
+    big_##SUF *a = (big_##SUF *)c;                                                     \
+    for (i64 b = lo; b < hi; b++)                                                      \
+        rec_##SUF(a->x + b * a->B, a->B, 0, a->s, a->key, a->sign_on, a->g + b * a->B); \
+}                                                                                      \
+static void big_high_##SUF(void *c, i64 lo, i64 hi) {                                  \
+    big_##SUF *a = (big_##SUF *)c;                                                     \
+    for (i64 t = lo; t < hi; t++)                                                      \
+        stages_##SUF(a->x + t * a->W, a->rows, a->B, a->W, a->scale_on, a->s);         \
+}                                                                                      \
+                                                                                       \
+/* One row of n elements: optional sign flip first, then the scaled transform;        \
+ * multi-threaded over blocks and tiles when threads > 1 and the row is large. */      \
+static void row_##SUF(T *x, i64 n, T s, u64 key, int sign_on, i64 g, int threads) {    \
+    if (threads <= 1 || n <= L2N) { rec_##SUF(x, n, 1, s, key, sign_on, g); return; }  \
+    big_##SUF a;                                                                       \
+    a.x = x; a.n = n; a.B = L2N; a.rows = n / L2N; a.scale_on = 1; a.s = s;            \
+    a.key = key; a.sign_on = sign_on; a.g = g;                                         \
+    a.W = TILEN / a.rows; if (a.W < 16) a.W = 16; if (a.W > a.B) a.W = a.B;            \
+    parallel_for(big_low_##SUF, &a, a.rows, threads);                                  \
+    parallel_for(big_high_##SUF, &a, a.B / a.W, threads);                              \
+}                                                                                      \
+                                                                                       \
+typedef struct { T *x; i64 size, offset; const u64 *keys; int k, inverse; T s; } rows_##SUF; \
+static void rows_fn_##SUF(void *c, i64 lo, i64 hi) {                                   \
+    rows_##SUF *a = (rows_##SUF *)c;                                                   \
+    for (i64 r = lo; r < hi; r++) {                                                    \
+        T *x = a->x + r * a->size;                                                     \
+        i64 g = a->offset + r * a->size;                                               \
+        if (a->k == 0) {                                                               \
+            rec_##SUF(x, a->size, 1, a->s, 0, 0, g);                                   \
+        } else if (!a->inverse) {                                                      \
+            for (int l = 0; l < a->k; l++) rec_##SUF(x, a->size, 1, a->s, a->keys[l], 1, g); \
+        } else {                                                                       \
+            for (int l = a->k - 1; l >= 0; l--)                                        \
+                rec_##SUF(x, a->size, 1, a->s, l + 1 < a->k ? a->keys[l + 1] : 0,      \
+                          l + 1 < a->k, g);                                            \
+            if (a->k > 0) flip_##SUF(x, a->size, a->keys[0], g);                       \
+        }                                                                              \
+    }                                                                                  \
+}                                                                                      \
+                                                                                       \
+/* In place over `rows` contiguous rows of `size`: k = 0 is a plain FWHT; k > 0 is an  \
+ * RHT stack (forward: per key, flip signs then FWHT; inverse: keys reversed, FWHT     \
+ * then flip). Bit i of row r uses stream bit offset + r*size + i. */                  \
+void fedrot_rht_##SUF(T *x, i64 rows, i64 size, i64 offset, const u64 *keys, int k,   \
+                      int inverse, T s, int threads) {                                 \
+    if (rows == 1 || size > L2N) {                                                     \
+        for (i64 r = 0; r < rows; r++) {                                               \
+            T *xr = x + r * size;                                                      \
+            i64 g = offset + r * size;                                                 \
+            if (k == 0) { row_##SUF(xr, size, s, 0, 0, g, threads); continue; }       \
+            if (!inverse) {                                                            \
+                for (int l = 0; l < k; l++) row_##SUF(xr, size, s, keys[l], 1, g, threads); \
+            } else {                                                                   \
+                for (int l = k - 1; l >= 0; l--)                                       \
+                    row_##SUF(xr, size, s, l + 1 < k ? keys[l + 1] : 0, l + 1 < k, g, threads); \
+                flip_##SUF(xr, size, keys[0], g);                                      \
+            }                                                                          \
+        }                                                                              \
+        return;                                                                        \
+    }                                                                                  \
+    rows_##SUF a;                                                                      \
+    a.x = x; a.size = size; a.offset = offset; a.keys = keys; a.k = k;                 \
+    a.inverse = inverse; a.s = s;                                                      \
+    parallel_for(rows_fn_##SUF, &a, rows, threads);                                    \
+}
+
+/* Leaves: stages 1, 2, 4 on groups of 8 in registers, then radix-8 stages. */
+#if defined(__AVX2__)
+/* Stages 1, 2, 4 inside one vector of 8 floats. In lane i of the upper element of a
+ * pair, t holds the lower element a and v the upper b, so t - v is a - b. */
+static inline __m256 low3_f32(__m256 v) {
+    __m256 t = _mm256_permute_ps(v, 0xB1); /* swap neighbours */
+    v = _mm256_blend_ps(_mm256_add_ps(v, t), _mm256_sub_ps(t, v), 0xAA);
+    t = _mm256_permute_ps(v, 0x4E); /* swap pairs */
+    v = _mm256_blend_ps(_mm256_add_ps(v, t), _mm256_sub_ps(t, v), 0xCC);
+    t = _mm256_permute2f128_ps(v, v, 0x01); /* swap halves */
+    return _mm256_blend_ps(_mm256_add_ps(v, t), _mm256_sub_ps(t, v), 0xF0);
+}
+static void leaf_low_f32(float *x, i64 n) {
+    for (i64 i = 0; i < n; i += 8) _mm256_storeu_ps(x + i, low3_f32(_mm256_loadu_ps(x + i)));
+}
+#define HAVE_LEAF64 1
+/* Stages 1 .. 32 on groups of 64 floats: 3 in-vector stages per vector, then 3
+ * stages across the 8 vectors; times s on the way out. */
+static void leaf64_f32(float *x, i64 n, float s) {
+    __m256 m = _mm256_set1_ps(s);
+    for (i64 i = 0; i < n; i += 64) {
+        float *p = x + i;
+        __m256 a0 = low3_f32(_mm256_loadu_ps(p)), a1 = low3_f32(_mm256_loadu_ps(p + 8));
+        __m256 a2 = low3_f32(_mm256_loadu_ps(p + 16)), a3 = low3_f32(_mm256_loadu_ps(p + 24));
+        __m256 a4 = low3_f32(_mm256_loadu_ps(p + 32)), a5 = low3_f32(_mm256_loadu_ps(p + 40));
+        __m256 a6 = low3_f32(_mm256_loadu_ps(p + 48)), a7 = low3_f32(_mm256_loadu_ps(p + 56));
+        __m256 b0 = _mm256_add_ps(a0, a1), b1 = _mm256_sub_ps(a0, a1);
+        __m256 b2 = _mm256_add_ps(a2, a3), b3 = _mm256_sub_ps(a2, a3);
+        __m256 b4 = _mm256_add_ps(a4, a5), b5 = _mm256_sub_ps(a4, a5);
+        __m256 b6 = _mm256_add_ps(a6, a7), b7 = _mm256_sub_ps(a6, a7);
+        __m256 c0 = _mm256_add_ps(b0, b2), c2 = _mm256_sub_ps(b0, b2);
+        __m256 c1 = _mm256_add_ps(b1, b3), c3 = _mm256_sub_ps(b1, b3);
+        __m256 c4 = _mm256_add_ps(b4, b6), c6 = _mm256_sub_ps(b4, b6);
+        __m256 c5 = _mm256_add_ps(b5, b7), c7 = _mm256_sub_ps(b5, b7);
+        _mm256_storeu_ps(p, _mm256_mul_ps(_mm256_add_ps(c0, c4), m));
+        _mm256_storeu_ps(p + 32, _mm256_mul_ps(_mm256_sub_ps(c0, c4), m));
+        _mm256_storeu_ps(p + 8, _mm256_mul_ps(_mm256_add_ps(c1, c5), m));
+        _mm256_storeu_ps(p + 40, _mm256_mul_ps(_mm256_sub_ps(c1, c5), m));
+        _mm256_storeu_ps(p + 16, _mm256_mul_ps(_mm256_add_ps(c2, c6), m));
+        _mm256_storeu_ps(p + 48, _mm256_mul_ps(_mm256_sub_ps(c2, c6), m));
+        _mm256_storeu_ps(p + 24, _mm256_mul_ps(_mm256_add_ps(c3, c7), m));
+        _mm256_storeu_ps(p + 56, _mm256_mul_ps(_mm256_sub_ps(c3, c7), m));
+    }
+}
+#else
+static void leaf_low_f32(float *x, i64 n) {
+    for (i64 i = 0; i < n; i += 8) {
+        float *p = x + i;
+        float b0 = p[0] + p[1], b1 = p[0] - p[1], b2 = p[2] + p[3], b3 = p[2] - p[3];
+        float b4 = p[4] + p[5], b5 = p[4] - p[5], b6 = p[6] + p[7], b7 = p[6] - p[7];
+        float c0 = b0 + b2, c2 = b0 - b2, c1 = b1 + b3, c3 = b1 - b3;
+        float c4 = b4 + b6, c6 = b4 - b6, c5 = b5 + b7, c7 = b5 - b7;
+        p[0] = c0 + c4; p[4] = c0 - c4; p[1] = c1 + c5; p[5] = c1 - c5;
+        p[2] = c2 + c6; p[6] = c2 - c6; p[3] = c3 + c7; p[7] = c3 - c7;
+    }
+}
+#endif
+
+static void leaf_low_f64(double *x, i64 n) {
+    for (i64 i = 0; i < n; i += 8) {
+        double *p = x + i;
+        double b0 = p[0] + p[1], b1 = p[0] - p[1], b2 = p[2] + p[3], b3 = p[2] - p[3];
+        double b4 = p[4] + p[5], b5 = p[4] - p[5], b6 = p[6] + p[7], b7 = p[6] - p[7];
+        double c0 = b0 + b2, c2 = b0 - b2, c1 = b1 + b3, c3 = b1 - b3;
+        double c4 = b4 + b6, c6 = b4 - b6, c5 = b5 + b7, c7 = b5 - b7;
+        p[0] = c0 + c4; p[4] = c0 - c4; p[1] = c1 + c5; p[5] = c1 - c5;
+        p[2] = c2 + c6; p[6] = c2 - c6; p[3] = c3 + c7; p[7] = c3 - c7;
+    }
+}
+
+DEFINE_FWHT(float, f32, uint32_t, 31, 4096, 65536, 131072)
+DEFINE_FWHT(double, f64, uint64_t, 63, 2048, 32768, 65536)
+
+#define DEFINE_LEAF(T, SUF)                                                            \
+static void leaf_##SUF(T *x, i64 n, int scale_on, T s) {                               \
+    i64 h0 = 8;                                                                        \
+    if (n < 8) {                                                                       \
+        stages_##SUF(x, n, 1, 1, scale_on, s);                                         \
+        if (scale_on && n == 1) x[0] *= s;                                             \
+        return;                                                                        \
+    }                                                                                  \
+    if (LEAF64_##SUF && n >= 64) {                                                     \
+        leaf64_call_##SUF(x, n, scale_on && n == 64 ? s : (T)1);                       \
+        h0 = 64;                                                                       \
+    } else {                                                                           \
+        leaf_low_##SUF(x, n);                                                          \
+    }                                                                                  \
+    if (n == 8) {                                                                      \
+        if (scale_on) for (int i = 0; i < 8; i++) x[i] *= s;                           \
+        return;                                                                        \
+    }                                                                                  \
+    i64 h = h0;                                                                        \
+    while (h < n) {                                                                    \
+        int r = 3;                                                                     \
+        while ((h << r) > n) r--;                                                      \
+        radix_##SUF(x, n / (h << r), h << r, h, h, r, scale_on && (h << r) == n, s);   \
+        h <<= r;                                                                       \
+    }                                                                                  \
+}
+#ifdef HAVE_LEAF64
+#define LEAF64_f32 1
+#define leaf64_call_f32 leaf64_f32
+#else
+#define LEAF64_f32 0
+#define leaf64_call_f32(x, n, s) ((void)0)
+#endif
+#define LEAF64_f64 0
+#define leaf64_call_f64(x, n, s) ((void)0)
+DEFINE_LEAF(float, f32)
+DEFINE_LEAF(double, f64)

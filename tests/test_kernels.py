@@ -1,0 +1,154 @@
+"""Fast paths against the torch reference: bit-identical transforms and payloads."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from conftest import make_gaussian, make_onehot
+
+from fedrot import _kernels, bitpack
+from fedrot.chunking import plan_chunks
+from fedrot.codecs import get_codec
+from fedrot.hadamard import fwht, fwht_, fwht_reference
+from fedrot.rotation import rotate, rotation_keys, unrotate
+
+needs_kernels = pytest.mark.skipif(
+    not _kernels.available(), reason=f"compiled kernels: {_kernels.status()}"
+)
+
+
+def _bits_equal(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equality of the bit patterns (tells -0.0 from 0.0)."""
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    view = torch.int32 if a.dtype == torch.float32 else torch.int64
+    return torch.equal(a.contiguous().view(view), b.contiguous().view(view))
+
+
+def test_disabled_context_forces_the_torch_path() -> None:
+    with _kernels.enabled(False):
+        assert not _kernels.available()
+        assert "disabled" in _kernels.status()
+        y = fwht(torch.tensor([1.0, 1.0]))
+        assert torch.allclose(y, torch.tensor([2**0.5, 0.0]))
+
+
+@needs_kernels
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("log2", [*range(0, 14), 16, 17])
+@pytest.mark.parametrize("rows", [1, 3])
+def test_fwht_bit_identical_to_reference(
+    dtype: torch.dtype, log2: int, rows: int
+) -> None:
+    g = torch.Generator().manual_seed(log2 * 7 + rows)
+    x = torch.randn(rows, 1 << log2, generator=g, dtype=dtype) * 3
+    ref = fwht_reference(x)
+    assert _bits_equal(fwht(x), ref)
+    y = x.clone()
+    fwht_(y)
+    assert _bits_equal(y, ref)
+
+
+@needs_kernels
+def test_fwht_large_multithreaded_matches_reference_and_oracle() -> None:
+    x = torch.randn(1 << 20, generator=torch.Generator().manual_seed(1))
+    assert _bits_equal(fwht(x), fwht_reference(x))
+    x64 = x.double()
+    # float64 result against the float64 reference and exact self-inversion
+    y = fwht(x64)
+    assert float((y - fwht_reference(x64)).abs().max()) < 1e-12
+    assert float((fwht(y) - x64).abs().max()) < 1e-12
+
+
+@needs_kernels
+@pytest.mark.parametrize("k", [1, 2, 3])
+@pytest.mark.parametrize("d", [1, 7, 31, 1000, 70001, (1 << 17) + 5])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_rotation_stack_bit_identical(k: int, d: int, dtype: torch.dtype) -> None:
+    plan = plan_chunks(d, 16)
+    x = torch.zeros(plan.padded, dtype=dtype)
+    x[:d] = make_gaussian(d, d).to(dtype)
+    keys = rotation_keys(5, 9, k)
+    fast_y, fast_back = rotate(x, plan, keys), None
+    fast_back = unrotate(fast_y, plan, keys)
+    with _kernels.enabled(False):
+        ref_y = rotate(x, plan, keys)
+        ref_back = unrotate(ref_y, plan, keys)
+    assert _bits_equal(fast_y, ref_y)
+    assert _bits_equal(fast_back, ref_back)
+
+
+@needs_kernels
+def test_signed_zero_and_onehot_agree() -> None:
+    plan = plan_chunks(64, 16)
+    x = make_onehot(64, 3).float()
+    keys = rotation_keys(1, 2, 2)
+    with _kernels.enabled(False):
+        ref = rotate(x, plan, keys)
+    assert _bits_equal(rotate(x, plan, keys), ref)
+    assert bool((ref == 0).any())  # exact zeros occur: their signs must agree too
+    one = rotate(x, plan, keys[:1])
+    assert torch.equal(one.abs(), torch.full((64,), 1 / 8.0))
+
+
+_CODECS = [
+    ("eden", {"bits": 1}),
+    ("eden", {"bits": 2}),
+    ("eden", {"bits": 3}),
+    ("eden", {"bits": 4}),
+    ("eden", {"bits": 8}),
+    ("eden", {"bits": 1.5}),
+    ("eden", {"bits": 0.5}),
+    ("drive", {}),
+    ("drive", {"scale": "biased"}),
+    ("hadamard-sq", {"bits": 1}),
+    ("hadamard-sq", {"bits": 3}),
+    ("quic-fl", {"bits": 2}),
+]
+
+
+@needs_kernels
+@pytest.mark.parametrize("name,kw", _CODECS)
+@pytest.mark.parametrize("rotations", [1, 2, 3, "auto"])
+@pytest.mark.parametrize("d", [1, 33, 1000, 70001])
+def test_payload_bytes_identical_to_reference(
+    name: str, kw: dict, rotations: int | str, d: int
+) -> None:
+    if name == "quic-fl" and rotations == 3:
+        pytest.skip("QUIC-FL allows 1, 2 or 'auto' RHTs")
+    codec = get_codec(name, rotations=rotations, **kw)
+    x = make_gaussian(d, d + 1).float()
+    if d > 100:
+        x[: d // 3] = 0  # sparse part: 'auto' picks two RHTs
+    blob = codec.encode(x, seed=123, client=45)
+    out = codec.decode(blob, seed=123, client=45)
+    with _kernels.enabled(False):
+        ref_blob = codec.encode(x, seed=123, client=45)
+        ref_out = codec.decode(ref_blob, seed=123, client=45)
+    assert blob == ref_blob
+    assert _bits_equal(out, ref_out)
+
+
+@needs_kernels
+@pytest.mark.parametrize("width", [1, 2, 3, 4, 5, 7, 8, 12, 17, 32])
+@pytest.mark.parametrize("n", [0, 1, 9, 1000, 4099])
+def test_bitpack_fast_path_matches_reference(width: int, n: int) -> None:
+    g = torch.Generator().manual_seed(width * 1000 + n)
+    top = (1 << width) - 1
+    codes = torch.randint(0, 1 << min(width, 62), (n,), generator=g) & top
+    packed = bitpack.pack(codes, width)
+    unpacked = bitpack.unpack(packed, n, width)
+    with _kernels.enabled(False):
+        ref = bitpack.pack(codes, width)
+        ref_un = bitpack.unpack(ref, n, width)
+    assert torch.equal(packed, ref) and packed.dtype == torch.uint8
+    assert torch.equal(unpacked, ref_un) and unpacked.dtype == torch.int64
+    assert torch.equal(unpacked, codes)
+
+
+def test_rotation_scale_constant_is_float32_rounded() -> None:
+    """The kernel scales by float32(1/sqrt(D)), like torch's mul_ on float32."""
+    x = torch.ones(1, 2)
+    assert float(fwht(x)[0, 0]) == float(torch.tensor(2.0) * (1.0 / math.sqrt(2)))
