@@ -385,3 +385,116 @@ static void leaf_##SUF(T *x, i64 n, int scale_on, T s) {                        
 #define leaf64_call_f64(x, n, s) ((void)0)
 DEFINE_LEAF(float, f32)
 DEFINE_LEAF(double, f64)
+
+/* ------------------------------------------------------------ bit packing */
+/* Code i of width w occupies stream bits i*w .. i*w+w-1 (LSB first); bit j is bit
+ * j % 8 of byte j / 8 (fedrot/bitpack.py). `codes` holds n values of `esize` bytes
+ * (1: uint8/bool, 8: int64); `out` receives ceil(n*w/8) bytes, unused bits zero. */
+static inline u64 code_at(const void *codes, int esize, i64 i) {
+    return esize == 1 ? ((const uint8_t *)codes)[i] : (u64)((const int64_t *)codes)[i];
+}
+
+void fedrot_pack(const void *codes, int esize, i64 n, int w, uint8_t *out) {
+    u64 mask = w == 64 ? ~0ULL : (1ULL << w) - 1, acc = 0;
+    int nb = 0;
+    i64 i = 0, o = 0;
+#if defined(__BMI2__)
+    if (esize == 1 && 8 % w == 0) {
+        u64 sel = w == 1 ? 0x0101010101010101ULL : w == 2 ? 0x0303030303030303ULL
+                : w == 4 ? 0x0F0F0F0F0F0F0F0FULL : ~0ULL;
+        for (; i + 8 <= n; i += 8) {
+            u64 x; memcpy(&x, (const uint8_t *)codes + i, 8);
+            u64 v = _pext_u64(x, sel);
+            memcpy(out + o, &v, (size_t)w); /* 8 codes of w bits = w bytes */
+            o += w;
+        }
+    }
+#endif
+    for (; i < n; i++) {
+        acc |= (code_at(codes, esize, i) & mask) << nb;
+        nb += w;
+        while (nb >= 8) { out[o++] = (uint8_t)acc; acc >>= 8; nb -= 8; }
+    }
+    if (nb > 0) out[o] = (uint8_t)acc;
+}
+
+/* Code with stream index `i` (absolute), read byte by byte. */
+static inline u64 get_code(const uint8_t *data, i64 i, int w) {
+    i64 bit = i * w, byte = bit >> 3;
+    int sh = (int)(bit & 7), need = (sh + w + 7) >> 3;
+    u64 v = 0;
+    for (int b = 0; b < need; b++) v |= (u64)data[byte + b] << (8 * b);
+    return (v >> sh) & ((1ULL << w) - 1);
+}
+
+/* Codes start .. start+n-1 of the stream; esize 1 (uint8) or 8 (int64) output. */
+void fedrot_unpack(const uint8_t *data, i64 start, i64 n, int w, void *out, int esize) {
+    i64 i = 0;
+#if defined(__BMI2__)
+    if (8 % w == 0 && (start * w) % 8 == 0) {
+        u64 sel = w == 1 ? 0x0101010101010101ULL : w == 2 ? 0x0303030303030303ULL
+                : w == 4 ? 0x0F0F0F0F0F0F0F0FULL : ~0ULL;
+        const uint8_t *src = data + start * w / 8;
+        for (; i + 8 <= n; i += 8) {
+            u64 v = 0; memcpy(&v, src + i / 8 * w, (size_t)w);
+            u64 x = _pdep_u64(v, sel);
+            if (esize == 1) memcpy((uint8_t *)out + i, &x, 8);
+            else for (int t = 0; t < 8; t++) ((int64_t *)out)[i + t] = (int64_t)((x >> (8 * t)) & 0xFF);
+        }
+    }
+#endif
+    for (; i < n; i++) {
+        u64 c = get_code(data, start + i, w);
+        if (esize == 1) ((uint8_t *)out)[i] = (uint8_t)c;
+        else ((int64_t *)out)[i] = (int64_t)c;
+    }
+}
+
+/* out[r, j] = table[code(start + r*size + j)] * scales[r] (float32, two roundings as
+ * torch: the lookup is exact, then one multiplication). */
+void fedrot_dequant_f32(const uint8_t *data, i64 start, i64 rows, i64 size, int w,
+                        const float *table, const float *scales, float *out) {
+    uint8_t buf[4096];
+    for (i64 r = 0; r < rows; r++) {
+        float s = scales[r];
+        for (i64 j = 0; j < size; j += 4096) {
+            i64 m = size - j < 4096 ? size - j : 4096;
+            fedrot_unpack(data, start + r * size + j, m, w, buf, 1);
+            float *o = out + r * size + j;
+            for (i64 t = 0; t < m; t++) o[t] = table[buf[t]] * s;
+        }
+    }
+}
+
+/* EDEN quantization of rows of y: z = y * srow[r]; q = #{boundaries < z} (torch.
+ * bucketize, right=False); codes[i] = q; prod[i] = centroids[q] * y[i]. */
+void fedrot_eden_quant_f32(const float *y, i64 rows, i64 size, const float *srow,
+                           const float *bnd, int nb, const float *cent,
+                           uint8_t *codes, float *prod) {
+    for (i64 r = 0; r < rows; r++) {
+        float s = srow[r];
+        const float *yr = y + r * size;
+        uint8_t *cr = codes + r * size;
+        float *pr = prod + r * size;
+        if (nb == 1) {
+            float b0 = bnd[0], c0 = cent[0], c1 = cent[1];
+            for (i64 j = 0; j < size; j++) {
+                float z = yr[j] * s;
+                int q = z > b0;
+                cr[j] = (uint8_t)q;
+                pr[j] = (q ? c1 : c0) * yr[j];
+            }
+            continue;
+        }
+        for (i64 j = 0; j < size; j++) {
+            float z = yr[j] * s;
+            int lo = 0, hi = nb; /* count of boundaries < z, by bisection */
+            while (lo < hi) {
+                int mid = (lo + hi) >> 1;
+                if (bnd[mid] < z) lo = mid + 1; else hi = mid;
+            }
+            cr[j] = (uint8_t)lo;
+            pr[j] = cent[lo] * yr[j];
+        }
+    }
+}

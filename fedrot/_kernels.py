@@ -31,10 +31,27 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["available", "status", "enabled", "rht_"]
+__all__ = [
+    "available",
+    "status",
+    "enabled",
+    "rht_",
+    "pack",
+    "unpack",
+    "dequantize_",
+    "eden_quantize_",
+]
 
 _SRC = Path(__file__).with_name("_kernels.c")
-_FLAGS = ["-O3", "-fPIC", "-shared", "-pthread", "-fno-fast-math", "-std=c99"]
+_FLAGS = [
+    "-O3",
+    "-fPIC",
+    "-shared",
+    "-pthread",
+    "-std=c99",
+    "-fno-fast-math",
+    "-ffp-contract=off",
+]
 _lock = threading.Lock()
 _state: dict[str, object] = {"lib": None, "tried": False, "why": "not built yet"}
 _enabled = [os.environ.get("FEDROT_KERNELS", "1") != "0"]
@@ -67,6 +84,10 @@ _SIGNATURES = {
         ctypes.c_double,
         ctypes.c_int,
     ],
+    "fedrot_pack": [_P, ctypes.c_int, _I, ctypes.c_int, _P],
+    "fedrot_unpack": [_P, _I, _I, ctypes.c_int, _P, ctypes.c_int],
+    "fedrot_dequant_f32": [_P, _I, _I, _I, ctypes.c_int, _P, _P, _P],
+    "fedrot_eden_quant_f32": [_P, _I, _I, _P, _P, ctypes.c_int, _P, _P, _P],
 }
 
 
@@ -204,5 +225,115 @@ def rht_(
         int(inverse),
         scale,
         max(1, min(torch.get_num_threads(), x.numel() >> _MIN_THREAD_WORK_LOG2)),
+    )
+    return True
+
+
+_ESIZE = {torch.uint8: 1, torch.bool: 1, torch.int64: 8}
+
+
+def pack(codes: torch.Tensor, width: int) -> torch.Tensor | None:
+    """:func:`fedrot.bitpack.pack` for uint8/bool/int64 CPU codes (None: use torch)."""
+    lib = _lib()
+    if lib is None or codes.dtype not in _ESIZE or codes.device.type != "cpu":
+        return None
+    codes = codes.reshape(-1).contiguous()
+    n = codes.numel()
+    out = torch.empty((n * width + 7) // 8, dtype=torch.uint8)
+    if n:
+        lib.fedrot_pack(codes.data_ptr(), _ESIZE[codes.dtype], n, width, out.data_ptr())
+    return out
+
+
+def unpack(
+    data: torch.Tensor, n: int, width: int, dtype: torch.dtype = torch.int64
+) -> torch.Tensor | None:
+    """:func:`fedrot.bitpack.unpack` on the CPU, as int64 or uint8 (None: use torch)."""
+    lib = _lib()
+    if lib is None or data.device.type != "cpu" or data.dtype != torch.uint8:
+        return None
+    if dtype not in (torch.uint8, torch.int64) or (dtype == torch.uint8 and width > 8):
+        return None
+    data = data.reshape(-1).contiguous()
+    out = torch.empty(n, dtype=dtype)
+    if n:
+        lib.fedrot_unpack(data.data_ptr(), 0, n, width, out.data_ptr(), _ESIZE[dtype])
+    return out
+
+
+def dequantize_(
+    out: torch.Tensor,
+    data: torch.Tensor,
+    *,
+    start: int,
+    width: int,
+    table: torch.Tensor,
+    scales: torch.Tensor,
+) -> bool:
+    """``out[r, j] = table[code(start + r*size + j)] * scales[r]`` on a (rows, size)
+    float32 CPU view (codes of ``width`` <= 8 bits packed in ``data``).
+
+    Bit-identical to ``table[unpack(...)]`` followed by ``view.mul_(scales[:, None])``.
+    Returns False, touching nothing, when the kernels cannot run.
+    """
+    lib = _lib()
+    if (
+        lib is None
+        or width > 8
+        or out.dtype != torch.float32
+        or table.dtype != torch.float32
+        or not _usable(out, data, table)
+    ):
+        return False
+    scales = scales.to(torch.float32).contiguous()
+    rows, size = out.shape
+    lib.fedrot_dequant_f32(
+        data.data_ptr(),
+        start,
+        rows,
+        size,
+        width,
+        table.data_ptr(),
+        scales.data_ptr(),
+        out.data_ptr(),
+    )
+    return True
+
+
+def eden_quantize_(
+    y: torch.Tensor,
+    factor: torch.Tensor,
+    boundaries: torch.Tensor,
+    centroids: torch.Tensor,
+    codes: torch.Tensor,
+    prod: torch.Tensor,
+) -> bool:
+    """EDEN's quantization of a (rows, size) float32 piece view ``y``, fused.
+
+    Writes ``codes = bucketize(y * factor[:, None], boundaries)`` (uint8) and
+    ``prod = centroids[codes] * y`` (float32; the caller sums it with torch, so the
+    summation order is torch's). Same float operations as the torch path. Returns
+    False, touching nothing, when the kernels cannot run.
+    """
+    lib = _lib()
+    if (
+        lib is None
+        or y.dtype != torch.float32
+        or codes.dtype != torch.uint8
+        or boundaries.numel() > 255
+        or not _usable(y, factor, boundaries, centroids, codes, prod)
+    ):
+        return False
+    rows, size = y.shape
+    lib.fedrot_eden_quant_f32(
+        y.data_ptr(),
+        rows,
+        size,
+        factor.data_ptr(),
+        boundaries.data_ptr(),
+        boundaries.numel(),
+        centroids.data_ptr(),
+        codes.data_ptr(),
+        prod.data_ptr(),
     )
     return True

@@ -4,11 +4,17 @@ Layout: code ``i`` of width ``w`` occupies bits ``i*w .. i*w + w - 1`` of the st
 least significant bit first, and bit ``j`` of the stream is bit ``j % 8`` of byte
 ``j // 8``. Unused bits of the last byte are zero. ``n`` codes take
 ``ceil(n * w / 8)`` bytes. Trits (TernGrad) are packed five per byte in base 3.
+
+On the CPU, :func:`pack` and :func:`unpack` use the compiled kernels of
+:mod:`fedrot._kernels` when available (same bytes; the torch code below is the
+reference and the path on other devices).
 """
 
 from __future__ import annotations
 
 import torch
+
+from . import _kernels
 
 __all__ = ["packed_size", "pack", "unpack", "trit_size", "pack_trits", "unpack_trits"]
 
@@ -32,6 +38,9 @@ def pack(codes: torch.Tensor, width: int) -> torch.Tensor:
     [177]
     """
     _check_width(width)
+    fast = _kernels.pack(codes, width)
+    if fast is not None:
+        return fast
     n = codes.numel()
     codes = codes.reshape(-1)
     if 8 % width == 0:
@@ -60,6 +69,9 @@ def unpack(data: torch.Tensor, n: int, width: int) -> torch.Tensor:
     The caller guarantees ``data.numel() >= packed_size(n, width)``.
     """
     _check_width(width)
+    fast = _kernels.unpack(data, n, width)
+    if fast is not None:
+        return fast
     data = data.reshape(-1)
     if 8 % width == 0:
         shifts = torch.arange(0, 8, width, device=data.device, dtype=torch.int32)

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from .. import _kernels
 from ..chunking import (
     DEFAULT_CHUNK_SIZE,
     MAX_CHUNK_LOG2,
@@ -115,10 +116,44 @@ def row_norms2(view: torch.Tensor) -> torch.Tensor:
     return view.square().sum(dim=1)
 
 
+def row_factors(view: torch.Tensor, norm2: torch.Tensor) -> torch.Tensor:
+    """Per-row ``sqrt(size) / ||y||`` (0 for rows of zeros), as used by
+    :func:`normalize_rows`."""
+    inv = torch.where(norm2 > 0, norm2.rsqrt(), torch.zeros_like(norm2))
+    return inv * math.sqrt(view.shape[1])
+
+
 def normalize_rows(view: torch.Tensor, norm2: torch.Tensor) -> torch.Tensor:
     """``z = sqrt(size) * y / ||y||`` per row (rows of zeros stay zero)."""
-    inv = torch.where(norm2 > 0, norm2.rsqrt(), torch.zeros_like(norm2))
-    return view * (inv * math.sqrt(view.shape[1]))[:, None]
+    return view * row_factors(view, norm2)[:, None]
+
+
+def dequantize_pieces_(
+    out: torch.Tensor,
+    plan: ChunkPlan,
+    raw: torch.Tensor,
+    width: int,
+    table: torch.Tensor,
+    scales: torch.Tensor,
+) -> bool:
+    """``out = table[unpack(raw)]`` times each piece's scale, fused (False: the
+    compiled kernels are unavailable; ``out`` may then be partly written).
+
+    Bit-identical to the lookup followed by :func:`scale_pieces_`.
+    """
+    start = 0
+    for g, view in zip(plan.groups, piece_views(out, plan), strict=True):
+        if not _kernels.dequantize_(
+            view,
+            raw,
+            start=g.offset,
+            width=width,
+            table=table,
+            scales=scales[start : start + g.rows],
+        ):
+            return False
+        start += g.rows
+    return True
 
 
 def scale_pieces_(c: torch.Tensor, plan: ChunkPlan, scales: torch.Tensor) -> None:

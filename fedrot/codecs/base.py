@@ -7,6 +7,7 @@ weighted aggregation and reporting; a scheme supplies ``_encode``/``_decode``.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -93,7 +94,7 @@ def as_vector(x: Any, device: torch.device) -> torch.Tensor:
             "`x` must have at least one coordinate. Found an empty vector."
         )
     v = x.detach().to(device=device, dtype=torch.float32, copy=True)
-    if not bool(torch.isfinite(v).all()):
+    if not _all_finite(v):
         bad = int((~torch.isfinite(v)).sum())
         raise ValueError(
             f"`x` holds {bad} NaN/Inf value(s) (or values beyond float32 range); "
@@ -122,8 +123,19 @@ def read_f32(reader: wire.Reader, n: int, device: torch.device) -> torch.Tensor:
     return torch.from_numpy(reader.f32(n).copy()).to(device)
 
 
+def _all_finite(t: torch.Tensor) -> bool:
+    """Whether every value is finite, in one reduction pass without a mask tensor.
+
+    min and max propagate NaN, and an infinity is the min or the max.
+    """
+    if t.numel() == 0:
+        return True
+    lo, hi = torch.aminmax(t)
+    return math.isfinite(float(lo)) and math.isfinite(float(hi))
+
+
 def _check_finite(out: torch.Tensor) -> None:
-    if not bool(torch.isfinite(out).all()):
+    if not _all_finite(out):
         raise PayloadError(
             "Payload decodes to non-finite values (its scales overflow float32): "
             "corrupt or forged payload."
@@ -305,8 +317,7 @@ class Codec(ABC):
     def _check_header(self, header: wire.Header) -> None:
         if not self.rotates and header.rotations != 0:
             raise PayloadError(
-                f"Payload declares {header.rotations} rotations; "
-                f"{self.name} uses none."
+                f"Payload declares {header.rotations} rotations; {self.name} uses none."
             )
         if header.codec_id != self.codec_id:
             raise PayloadError(

@@ -52,6 +52,8 @@ class DriveCodec(Codec):
                 f"`scale` must be one of {list(_SCALES)}. Found {scale!r}."
             )
         self.scale = scale
+        #: decoded value of a sign bit: 0 -> +1, 1 -> -1 (== 1 - 2 * bit)
+        self._pm1 = torch.tensor([1.0, -1.0], device=self.device)
         self.rotations = rot.check_rotations(rotations)
         self.chunk_log2 = rot.check_chunk_size(chunk_size)
 
@@ -109,6 +111,9 @@ class DriveCodec(Codec):
         )
         scales = read_f32(reader, plan.num_pieces, self.device)
         raw = read_tensor(reader.take(reader.remaining), torch.uint8, self.device)
+        q = torch.empty(plan.padded, dtype=torch.float32, device=self.device)
+        if rot.dequantize_pieces_(q, plan, raw, 1, self._pm1, scales):
+            return rot.inverse(q, plan, header.rotations, seed=seed, client=client)
         q = 1.0 - 2.0 * bitpack.unpack(raw, plan.padded, 1).to(torch.float32)
         rot.scale_pieces_(q, plan, scales)
         return rot.inverse(q, plan, header.rotations, seed=seed, client=client)

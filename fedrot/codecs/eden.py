@@ -32,9 +32,9 @@ from typing import Any
 
 import torch
 
-from .. import bitpack, wire
+from .. import _kernels, bitpack, wire
 from ..centroids import lloyd_max
-from ..chunking import DEFAULT_CHUNK_SIZE, plan_chunks
+from ..chunking import DEFAULT_CHUNK_SIZE, ChunkPlan, plan_chunks
 from ..errors import PayloadError
 from ..rotation import piece_views
 from ..seeds import Stream, derive_seed, uniforms_torch
@@ -135,6 +135,10 @@ class EdenCodec(Codec):
             client=client,
         )
         hi = self._hi_mask(plan.padded, seed, client)
+        if hi is None:
+            fast = self._encode_fast(plan, y)
+            if fast is not None:
+                return k, fast
         codes = torch.empty(plan.padded, dtype=torch.int64, device=self.device)
         scales = []
         cent_lo, bnd_lo = self._tables[self._lo]
@@ -164,6 +168,35 @@ class EdenCodec(Codec):
             body.append(tensor_bytes(bitpack.pack(codes[hi], self._hi)))
             body.append(tensor_bytes(bitpack.pack(codes[~hi], self._lo)))
         return k, body
+
+    def _encode_fast(self, plan: ChunkPlan, y: torch.Tensor) -> list[bytes] | None:
+        """Integer-bit quantization with the fused kernel (None: unavailable).
+
+        Same operations as the torch loop of :meth:`_encode_dense`: norms and dot
+        products are torch reductions over the same tensors, the elementwise steps
+        (normalize, bucketize, centroid lookup, product) are fused.
+        """
+        cent, bnd = self._tables[self._lo]
+        codes = torch.empty(plan.padded, dtype=torch.uint8, device=self.device)
+        prod = torch.empty_like(y)
+        scales = []
+        for view, cview, pview in zip(
+            piece_views(y, plan),
+            piece_views(codes, plan),
+            piece_views(prod, plan),
+            strict=True,
+        ):
+            norm2 = rot.row_norms2(view)
+            if not _kernels.eden_quantize_(
+                view, rot.row_factors(view, norm2), bnd, cent, cview, pview
+            ):
+                return None
+            dot = pview.sum(dim=1)
+            scales.append(torch.where(norm2 > 0, norm2 / dot, torch.zeros_like(norm2)))
+        return [
+            tensor_bytes(torch.cat(scales)),
+            tensor_bytes(bitpack.pack(codes, self._lo)),
+        ]
 
     def _encode(self, v: torch.Tensor, seed: int, client: int) -> bytes:
         d = v.numel()
@@ -204,6 +237,9 @@ class EdenCodec(Codec):
         cent_lo, _ = self._tables[self._lo]
         hi = self._hi_mask(plan.padded, seed, client)
         if hi is None:
+            c = torch.empty(plan.padded, dtype=torch.float32, device=self.device)
+            if rot.dequantize_pieces_(c, plan, raw, self._lo, cent_lo, scales):
+                return rot.inverse(c, plan, k, seed=seed, client=client)
             c = cent_lo[bitpack.unpack(raw, plan.padded, self._lo)]
         else:
             if int(hi.sum()) != n_hi:
