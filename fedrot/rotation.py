@@ -31,6 +31,8 @@ __all__ = [
     "rotation_keys",
     "rotate",
     "unrotate",
+    "rotate_",
+    "unrotate_",
     "piece_views",
     "kurtosis_ratio",
     "choose_rotations",
@@ -104,24 +106,36 @@ def rotate(xp: torch.Tensor, plan: ChunkPlan, keys: list[int]) -> torch.Tensor:
     """
     _check_padded(xp, plan)
     buf = xp.clone()
+    rotate_(buf, plan, keys)
+    return buf
+
+
+def rotate_(buf: torch.Tensor, plan: ChunkPlan, keys: list[int]) -> None:
+    """In-place :func:`rotate` of a contiguous padded vector; returns None."""
+    _check_padded(buf, plan)
     if keys and _fused_(buf, plan, keys, inverse=False):
-        return buf
+        return
     for key in keys:
         buf.mul_(signs_torch(key, plan.padded, device=buf.device, dtype=buf.dtype))
         _transform_pieces_(buf, plan)
-    return buf
 
 
 def unrotate(y: torch.Tensor, plan: ChunkPlan, keys: list[int]) -> torch.Tensor:
     """Invert :func:`rotate`: keys in reverse; FWHT every piece, then apply signs."""
     _check_padded(y, plan)
     buf = y.clone()
+    unrotate_(buf, plan, keys)
+    return buf
+
+
+def unrotate_(buf: torch.Tensor, plan: ChunkPlan, keys: list[int]) -> None:
+    """In-place :func:`unrotate` of a contiguous padded vector; returns None."""
+    _check_padded(buf, plan)
     if keys and _fused_(buf, plan, keys, inverse=True):
-        return buf
+        return
     for key in reversed(keys):
         _transform_pieces_(buf, plan)
         buf.mul_(signs_torch(key, plan.padded, device=buf.device, dtype=buf.dtype))
-    return buf
 
 
 def _check_padded(v: torch.Tensor, plan: ChunkPlan) -> None:

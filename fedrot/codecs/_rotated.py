@@ -18,7 +18,15 @@ from ..chunking import (
 )
 from ..errors import PayloadError
 from ..hadamard import is_power_of_two
-from ..rotation import choose_rotations, piece_views, rotate, rotation_keys, unrotate
+from ..rotation import (
+    choose_rotations,
+    piece_views,
+    rotate,
+    rotate_,
+    rotation_keys,
+    unrotate,
+    unrotate_,
+)
 
 ROTATION_CHOICES = (1, 2, 3, "auto")
 _AUTO_CODE = 0
@@ -104,6 +112,24 @@ def forward(
     return plan, k, rotate(xp, plan, rotation_keys(seed, client, k))
 
 
+def forward_(
+    v: torch.Tensor,
+    *,
+    chunk_log2: int,
+    rotations: int | str,
+    seed: int,
+    client: int | None,
+    auto: tuple[int, int] = (1, 2),
+) -> tuple[ChunkPlan, int, torch.Tensor]:
+    """:func:`forward` that may overwrite ``v`` (a private copy): it rotates in place
+    when no padding is needed, which saves one vector-sized allocation."""
+    plan = plan_chunks(v.numel(), chunk_log2)
+    xp = pad(v, plan)
+    k = resolve_k(xp, plan, rotations, auto)
+    rotate_(xp, plan, rotation_keys(seed, client, k))
+    return plan, k, xp
+
+
 def inverse(
     y: torch.Tensor, plan: ChunkPlan, k: int, *, seed: int, client: int | None
 ) -> torch.Tensor:
@@ -111,9 +137,24 @@ def inverse(
     return unrotate(y, plan, rotation_keys(seed, client, k))[: plan.d]
 
 
-def row_norms2(view: torch.Tensor) -> torch.Tensor:
-    """Squared L2 norm of each row of a (rows, size) piece view."""
-    return view.square().sum(dim=1)
+def inverse_(
+    y: torch.Tensor, plan: ChunkPlan, k: int, *, seed: int, client: int | None
+) -> torch.Tensor:
+    """:func:`inverse` computed in place in ``y`` (a private buffer); returns the
+    length-d prefix view of ``y``."""
+    unrotate_(y, plan, rotation_keys(seed, client, k))
+    return y[: plan.d]
+
+
+def row_norms2(view: torch.Tensor, scratch: torch.Tensor | None = None) -> torch.Tensor:
+    """Squared L2 norm of each row of a (rows, size) piece view.
+
+    ``scratch`` (same shape) receives the squares instead of a new tensor; the
+    reduction, and so the result, is the same.
+    """
+    if scratch is None:
+        return view.square().sum(dim=1)
+    return torch.square(view, out=scratch).sum(dim=1)
 
 
 def row_factors(view: torch.Tensor, norm2: torch.Tensor) -> torch.Tensor:

@@ -81,7 +81,7 @@ class DriveCodec(Codec):
         return math.pi / 2 - 1 if self.scale == "unbiased" else 1 - 2 / math.pi
 
     def _encode(self, v: torch.Tensor, seed: int, client: int) -> bytes:
-        plan, k, y = rot.forward(
+        plan, k, y = rot.forward_(
             v,
             chunk_log2=self.chunk_log2,
             rotations=self.rotations,
@@ -89,10 +89,14 @@ class DriveCodec(Codec):
             client=client,
         )
         scales = []
-        for view in piece_views(y, plan):
-            l1 = view.abs().sum(dim=1)
+        scratch = torch.empty_like(y)
+        for view, tmp in zip(
+            piece_views(y, plan), piece_views(scratch, plan), strict=True
+        ):
+            l1 = torch.abs(view, out=tmp).sum(dim=1)
             if self.scale == "unbiased":
-                s = torch.where(l1 > 0, rot.row_norms2(view) / l1, torch.zeros_like(l1))
+                n2 = rot.row_norms2(view, tmp)
+                s = torch.where(l1 > 0, n2 / l1, torch.zeros_like(l1))
             else:
                 s = l1 / view.shape[1]
             scales.append(s)
@@ -113,7 +117,7 @@ class DriveCodec(Codec):
         raw = read_tensor(reader.take(reader.remaining), torch.uint8, self.device)
         q = torch.empty(plan.padded, dtype=torch.float32, device=self.device)
         if rot.dequantize_pieces_(q, plan, raw, 1, self._pm1, scales):
-            return rot.inverse(q, plan, header.rotations, seed=seed, client=client)
+            return rot.inverse_(q, plan, header.rotations, seed=seed, client=client)
         q = 1.0 - 2.0 * bitpack.unpack(raw, plan.padded, 1).to(torch.float32)
         rot.scale_pieces_(q, plan, scales)
         return rot.inverse(q, plan, header.rotations, seed=seed, client=client)

@@ -127,7 +127,7 @@ class EdenCodec(Codec):
     def _encode_dense(
         self, v: torch.Tensor, seed: int, client: int
     ) -> tuple[int, list[bytes]]:
-        plan, k, y = rot.forward(
+        plan, k, y = rot.forward_(
             v,
             chunk_log2=self.chunk_log2,
             rotations=self.rotations,
@@ -178,7 +178,7 @@ class EdenCodec(Codec):
         """
         cent, bnd = self._tables[self._lo]
         codes = torch.empty(plan.padded, dtype=torch.uint8, device=self.device)
-        prod = torch.empty_like(y)
+        prod = torch.empty_like(y)  # squares, then centroid * y
         scales = []
         for view, cview, pview in zip(
             piece_views(y, plan),
@@ -186,7 +186,7 @@ class EdenCodec(Codec):
             piece_views(prod, plan),
             strict=True,
         ):
-            norm2 = rot.row_norms2(view)
+            norm2 = rot.row_norms2(view, pview)
             if not _kernels.eden_quantize_(
                 view, rot.row_factors(view, norm2), bnd, cent, cview, pview
             ):
@@ -239,7 +239,7 @@ class EdenCodec(Codec):
         if hi is None:
             c = torch.empty(plan.padded, dtype=torch.float32, device=self.device)
             if rot.dequantize_pieces_(c, plan, raw, self._lo, cent_lo, scales):
-                return rot.inverse(c, plan, k, seed=seed, client=client)
+                return rot.inverse_(c, plan, k, seed=seed, client=client)
             c = cent_lo[bitpack.unpack(raw, plan.padded, self._lo)]
         else:
             if int(hi.sum()) != n_hi:

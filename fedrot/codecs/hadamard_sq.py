@@ -65,7 +65,7 @@ class HadamardSQCodec(Codec):
         return self.chunk_log2
 
     def _encode(self, v: torch.Tensor, seed: int, client: int) -> bytes:
-        plan, k, y = rot.forward(
+        plan, k, y = rot.forward_(
             v,
             chunk_log2=self.chunk_log2,
             rotations=self.rotations,
@@ -117,7 +117,7 @@ class HadamardSQCodec(Codec):
             rows = slice(start, start + view.shape[0])
             view.mul_(step[rows, None]).add_(bounds[rows, 0, None])
             start += view.shape[0]
-        return rot.inverse(levels, plan, header.rotations, seed=seed, client=client)
+        return rot.inverse_(levels, plan, header.rotations, seed=seed, client=client)
 
     def _sizes(self, d: int) -> tuple[int, int]:
         plan = plan_chunks(d, self.chunk_log2)
