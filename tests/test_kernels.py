@@ -71,7 +71,7 @@ def test_rotation_stack_bit_identical(k: int, d: int, dtype: torch.dtype) -> Non
     x = torch.zeros(plan.padded, dtype=dtype)
     x[:d] = make_gaussian(d, d).to(dtype)
     keys = rotation_keys(5, 9, k)
-    fast_y, fast_back = rotate(x, plan, keys), None
+    fast_y = rotate(x, plan, keys)
     fast_back = unrotate(fast_y, plan, keys)
     with _kernels.enabled(False):
         ref_y = rotate(x, plan, keys)
@@ -112,7 +112,7 @@ _CODECS = [
 @needs_kernels
 @pytest.mark.parametrize("name,kw", _CODECS)
 @pytest.mark.parametrize("rotations", [1, 2, 3, "auto"])
-@pytest.mark.parametrize("d", [1, 33, 1000, 70001])
+@pytest.mark.parametrize("d", [1, 33, 70001])
 def test_payload_bytes_identical_to_reference(
     name: str, kw: dict, rotations: int | str, d: int
 ) -> None:

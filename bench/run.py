@@ -1,0 +1,438 @@
+"""fedrot benchmark suite: FWHT, codecs, aggregation, CUDA, simulation overhead.
+
+Run from the repository root::
+
+    .venv/bin/python -m bench                 # full suite (several minutes)
+    .venv/bin/python -m bench --quick         # smaller sizes, a smoke run
+    .venv/bin/python -m bench --threads 1     # pin torch (and the kernels) to 1 thread
+
+It prints markdown tables and writes every measurement to JSON (``--out``, default
+``bench/latest.json``). Every time is the median of repeated runs, and every time is
+also given as a ratio to ONE elementwise pass over the same vector
+(``torch.mul(x, 2.0, out=y)``) measured in the same process just before, so the
+numbers stay comparable on a noisy shared machine. Peak extra memory is the growth of
+the process's resident-set high-water mark during one call (Linux
+``/proc/self/clear_refs``), as a multiple of the input's bytes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import math
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import fedrot
+from fedrot import _kernels
+from fedrot.codecs import get_codec
+from fedrot.hadamard import fwht_, fwht_reference
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ------------------------------------------------------------------ measuring
+def median_time(fn: Callable[[], Any], *, reps: int, budget_s: float = 20.0) -> float:
+    """Median wall time of ``fn`` over ``reps`` runs (fewer if over budget)."""
+    fn()  # warm-up (kernel build, caches, page faults of the first allocation)
+    times: list[float] = []
+    start = time.perf_counter()
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+        if time.perf_counter() - start > budget_s and len(times) >= 3:
+            break
+    return statistics.median(times)
+
+
+def pass_time(d: int, reps: int) -> float:
+    """One elementwise pass over d float32 values: ``torch.mul(x, 2.0, out=y)``."""
+    x = torch.randn(d)
+    y = torch.empty_like(x)
+    return median_time(lambda: torch.mul(x, 2.0, out=y), reps=max(reps, 11))
+
+
+def _status_kb(field: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def peak_extra_bytes(fn: Callable[[], Any]) -> int | None:
+    """Growth of the resident-set high-water mark while ``fn`` runs (Linux only)."""
+    gc.collect()
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to VmRSS
+    except OSError:
+        return None
+    before = _status_kb("VmRSS")
+    result = fn()
+    peak = _status_kb("VmHWM")
+    del result
+    if before is None or peak is None:
+        return None
+    return max(0, peak - before) * 1024
+
+
+def naive_fwht_(x: torch.Tensor) -> None:
+    """The straightforward in-place torch butterfly (hadamard-transform 0.2.0 form)."""
+    size = x.shape[-1]
+    h = 1
+    while h < size:
+        v = x.view(-1, 2 * h)
+        v[:, :h] += v[:, h:]
+        v[:, h:] *= -2
+        v[:, h:] += v[:, :h]
+        h *= 2
+    x.mul_(1 / math.sqrt(size))
+
+
+# -------------------------------------------------------------------- sections
+def bench_fwht(log2s: list[int], reps: int) -> list[dict[str, Any]]:
+    """FWHT float32 of one vector of D = 2**log2: fast path, torch paths, a pass."""
+    rows = []
+    for lg in log2s:
+        d = 1 << lg
+        p = pass_time(d, reps)
+        x = torch.randn(d)
+        fast = median_time(lambda x=x: fwht_(x), reps=reps)
+        ref = median_time(lambda x=x: fwht_reference(x), reps=max(3, reps // 3))
+        naive = median_time(lambda x=x: naive_fwht_(x), reps=max(3, reps // 3))
+        rows.append(
+            {
+                "D": f"2^{lg}",
+                "pass_ms": p * 1e3,
+                "fwht_ms": fast * 1e3,
+                "fwht_x_pass": fast / p,
+                "naive_ms": naive * 1e3,
+                "naive_x_pass": naive / p,
+                "speedup_vs_naive": naive / fast,
+                "torch_reference_ms": ref * 1e3,
+            }
+        )
+        _print_row(rows[-1])
+    return rows
+
+
+CODECS: list[tuple[str, dict[str, Any]]] = [
+    ("eden", {"bits": 1}),
+    ("eden", {"bits": 2}),
+    ("drive", {}),
+    ("hadamard-sq", {"bits": 1}),
+    ("quic-fl", {"bits": 2}),
+    ("vq", {}),
+]
+
+
+def bench_codecs(log2s: list[int], reps: int) -> list[dict[str, Any]]:
+    """Encode and decode of every rotating codec, 2 RHTs and "auto"."""
+    rows = []
+    for lg in log2s:
+        d = 1 << lg
+        p = pass_time(d, reps)
+        x = torch.randn(d)
+        for name, kw in CODECS:
+            for rotations in (2, "auto"):
+                codec = get_codec(name, rotations=rotations, **kw)
+                blob = codec.encode(x, seed=1, client=7)
+                enc = median_time(
+                    lambda c=codec, x=x: c.encode(x, seed=1, client=7), reps=reps
+                )
+                dec = median_time(
+                    lambda c=codec, b=blob: c.decode(b, seed=1, client=7), reps=reps
+                )
+                mem_e = peak_extra_bytes(
+                    lambda c=codec, x=x: c.encode(x, seed=1, client=7)
+                )
+                mem_d = peak_extra_bytes(
+                    lambda c=codec, b=blob: c.decode(b, seed=1, client=7)
+                )
+                rows.append(
+                    {
+                        "codec": f"{name} {_kw(kw)}".strip(),
+                        "RHTs": str(rotations),
+                        "d": f"2^{lg}",
+                        "encode_ms": enc * 1e3,
+                        "encode_x_pass": enc / p,
+                        "encode_Mcoord_s": d / enc / 1e6,
+                        "encode_peak_x_input": _ratio(mem_e, 4 * d),
+                        "decode_ms": dec * 1e3,
+                        "decode_x_pass": dec / p,
+                        "decode_Mcoord_s": d / dec / 1e6,
+                        "decode_peak_x_input": _ratio(mem_d, 4 * d),
+                    }
+                )
+                _print_row(rows[-1])
+    return rows
+
+
+def bench_aggregation(log2: int, ns: list[int], reps: int) -> list[dict[str, Any]]:
+    """Server aggregation: per-client decode (EDEN-1), QUIC-FL-2's shared rotation,
+    and a plain fp32 weighted mean of the same number of vectors."""
+    d = 1 << log2
+    p = pass_time(d, reps)
+    rows = []
+    gen = torch.Generator().manual_seed(0)
+    for n in ns:
+        xs = [torch.randn(d, generator=gen) for _ in range(n)]
+        clients = list(range(1, n + 1))
+        weights = [float(i % 7 + 1) for i in range(n)]
+        wsum = sum(weights)
+
+        def fp32_mean(
+            xs: list[torch.Tensor] = xs, ws: list[float] = weights, total: float = wsum
+        ) -> torch.Tensor:
+            acc = xs[0] * (ws[0] / total)
+            for x, w in zip(xs[1:], ws[1:], strict=True):
+                acc.add_(x, alpha=w / total)
+            return acc
+
+        base = median_time(fp32_mean, reps=reps)
+        row: dict[str, Any] = {
+            "n": n,
+            "d": f"2^{log2}",
+            "fp32_mean_ms": base * 1e3,
+            "fp32_mean_x_pass": base / p,
+        }
+        for label, name, kw in (
+            ("eden1_per_client", "eden", {"bits": 1}),
+            ("quicfl2_shared", "quic-fl", {"bits": 2}),
+        ):
+            codec = get_codec(name, **kw)
+            blobs = [
+                codec.encode(x, seed=3, client=c)
+                for x, c in zip(xs, clients, strict=True)
+            ]
+            t = median_time(
+                lambda c=codec, b=blobs, ids=clients, ws=weights: c.aggregate(
+                    b, seed=3, clients=ids, weights=ws
+                ),
+                reps=max(3, reps // 2),
+            )
+            row[f"{label}_ms"] = t * 1e3
+            row[f"{label}_x_fp32_mean"] = t / base
+        rows.append(row)
+        _print_row(row)
+    return rows
+
+
+def bench_cuda(log2s: list[int], reps: int) -> list[dict[str, Any]]:
+    """FWHT and EDEN-1 encode on CUDA against a device-to-device copy."""
+    if not torch.cuda.is_available():
+        print("CUDA: no device, section skipped")
+        return []
+    rows = []
+    codec = get_codec("eden", bits=1, rotations=2, device="cuda")
+
+    def cuda_time(fn: Callable[[], Any]) -> float:
+        fn()
+        torch.cuda.synchronize()
+        times = []
+        for _ in range(reps):
+            a = torch.cuda.Event(enable_timing=True)
+            b = torch.cuda.Event(enable_timing=True)
+            a.record()
+            fn()
+            b.record()
+            torch.cuda.synchronize()
+            times.append(a.elapsed_time(b) / 1e3)
+        return statistics.median(times)
+
+    for lg in log2s:
+        d = 1 << lg
+        x = torch.randn(d, device="cuda")
+        y = torch.empty_like(x)
+        copy = cuda_time(lambda x=x, y=y: y.copy_(x))
+        f = cuda_time(lambda x=x: fwht_(x))
+        e = cuda_time(lambda x=x: codec.encode(x, seed=1, client=2))
+        rows.append(
+            {
+                "D": f"2^{lg}",
+                "copy_ms": copy * 1e3,
+                "fwht_ms": f * 1e3,
+                "fwht_x_copy": f / copy,
+                "eden1_encode_ms": e * 1e3,
+                "eden1_encode_x_copy": e / copy,
+            }
+        )
+        _print_row(rows[-1])
+    return rows
+
+
+def bench_simulation(reps: int) -> list[dict[str, Any]]:
+    """Client overhead in the default simulation (Fashion-MNIST CNN, 100 clients,
+    1 local epoch of batch 32 on ~600 samples): encode time / local training time."""
+    sys.path.insert(0, str(ROOT / "simulations"))
+    try:
+        from fedrot_sim.models import make_model, num_params
+        from fedrot_sim.training import train
+    except ImportError as exc:
+        print(f"simulation: cannot import fedrot_sim ({exc}); section skipped")
+        return []
+    model = make_model("fashion-mnist", seed=0)
+    d = num_params(model)
+    gen = torch.Generator().manual_seed(0)
+    xs = torch.randn(600, 1, 28, 28, generator=gen)
+    ys = torch.randint(0, 10, (600,), generator=gen)
+
+    def local_train() -> float:
+        return train(model, xs, ys, epochs=1, batch_size=32, lr=0.05, seed=0)
+
+    t_train = median_time(local_train, reps=3)
+    update = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    rows = []
+    for name, kw in (("eden", {"bits": 1}), ("quic-fl", {"bits": 2})):
+        codec = get_codec(name, rotations=2, **kw)
+        t_enc = median_time(
+            lambda c=codec: c.encode(update, seed=1, client=2), reps=reps
+        )
+        rows.append(
+            {
+                "codec": f"{name} {_kw(kw)}",
+                "params": d,
+                "local_epoch_ms": t_train * 1e3,
+                "encode_ms": t_enc * 1e3,
+                "encode_pct_of_training": 100 * t_enc / t_train,
+            }
+        )
+        _print_row(rows[-1])
+    return rows
+
+
+# ------------------------------------------------------------------- printing
+def _kw(kw: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v}" for k, v in kw.items())
+
+
+def _ratio(num: int | None, den: int) -> float | None:
+    return None if num is None else num / den
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.3g}" if abs(v) < 100 else f"{v:.0f}"
+    return "n/a" if v is None else str(v)
+
+
+def _print_row(row: dict[str, Any]) -> None:
+    print("  " + ", ".join(f"{k}={_fmt(v)}" for k, v in row.items()), flush=True)
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    """A markdown table of a list of flat dicts (keys of the first row)."""
+    if not rows:
+        return "(skipped)\n"
+    keys = list(rows[0])
+    lines = ["| " + " | ".join(keys) + " |", "|" + " --- |" * len(keys)]
+    lines += ["| " + " | ".join(_fmt(r.get(k)) for k in keys) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def machine() -> dict[str, Any]:
+    """Where the numbers come from."""
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        load = Path("/proc/loadavg").read_text().split()[:3]
+    except OSError:
+        load = []
+    return {
+        "cpu": cpu,
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "python": platform.python_version(),
+        "fedrot": getattr(fedrot, "__version__", "?"),
+        "kernels": _kernels.status(),
+        "loadavg_at_start": " ".join(load),
+        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the suite; print markdown, write JSON."""
+    ap = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__.split("\n")[0]
+    )
+    ap.add_argument("--quick", action="store_true", help="small sizes, few repeats")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads")
+    ap.add_argument("--reps", type=int, default=None, help="repeats per measurement")
+    ap.add_argument(
+        "--only",
+        default="fwht,codecs,aggregation,cuda,simulation",
+        help="comma-separated sections",
+    )
+    ap.add_argument("--out", default=str(ROOT / "bench" / "latest.json"))
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    reps = args.reps or (5 if args.quick else 11)
+    only = set(args.only.split(","))
+    info = machine()
+    print("# fedrot benchmark\n")
+    print("\n".join(f"- {k}: {v}" for k, v in info.items()) + "\n")
+    results: dict[str, Any] = {"machine": info, "reps": reps}
+    sections = [
+        (
+            "fwht",
+            "FWHT float32, one vector of D",
+            lambda: bench_fwht(
+                [16, 18, 20] if args.quick else [16, 18, 20, 22, 24, 26], reps
+            ),
+        ),
+        (
+            "codecs",
+            "Encode / decode",
+            lambda: bench_codecs([16] if args.quick else [20, 24], max(3, reps // 2)),
+        ),
+        (
+            "aggregation",
+            "Server aggregation",
+            lambda: bench_aggregation(
+                16 if args.quick else 20, [10] if args.quick else [10, 100], reps
+            ),
+        ),
+        (
+            "cuda",
+            "CUDA",
+            lambda: bench_cuda([20] if args.quick else [20, 22, 24, 26], reps),
+        ),
+        (
+            "simulation",
+            "Default simulation: client encode vs local training",
+            lambda: bench_simulation(reps),
+        ),
+    ]
+    tables = []
+    for key, title, fn in sections:
+        if key not in only:
+            continue
+        print(f"## {title}", flush=True)
+        rows = fn()
+        results[key] = rows
+        tables.append(f"### {title}\n\n{markdown(rows)}")
+    print("\n" + "\n".join(tables))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    print(f"JSON written to {out}")
+    return 0
