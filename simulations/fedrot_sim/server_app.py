@@ -40,6 +40,13 @@ def run(
     grid: Grid, cfg: RunConfig, *, on_round: Callable[[int], None] | None = None
 ) -> dict[str, Any]:
     """Train ``cfg.rounds`` rounds; returns per-round accuracy, loss, bytes and time."""
+    nodes = len(list(grid.get_node_ids()))
+    if nodes != cfg.num_clients:
+        raise ValueError(
+            f"The federation has {nodes} SuperNodes but `num-clients` is "
+            f"{cfg.num_clients}: each SuperNode holds one partition. Set the "
+            "simulation's num-supernodes equal to num-clients."
+        )
     random.seed(cfg.seed)  # Flower samples clients with the `random` module
     strategy = CompressedStrategy(
         FedAvg(
