@@ -486,12 +486,24 @@ void fedrot_eden_quant_f32(const float *y, i64 rows, i64 size, const float *srow
             }
             continue;
         }
+        if (nb <= 15) { /* count of boundaries < z, branch-free */
+            for (i64 j = 0; j < size; j++) {
+                float z = yr[j] * s;
+                int q = 0;
+                for (int b = 0; b < nb; b++) q += bnd[b] < z;
+                cr[j] = (uint8_t)q;
+                pr[j] = cent[q] * yr[j];
+            }
+            continue;
+        }
         for (i64 j = 0; j < size; j++) {
             float z = yr[j] * s;
-            int lo = 0, hi = nb; /* count of boundaries < z, by bisection */
-            while (lo < hi) {
-                int mid = (lo + hi) >> 1;
-                if (bnd[mid] < z) lo = mid + 1; else hi = mid;
+            int lo = 0, len = nb; /* branch-free bisection: lo = #{boundaries < z} */
+            while (len > 0) {
+                int half = len >> 1;
+                int go = bnd[lo + half] < z;
+                lo = go ? lo + half + 1 : lo;
+                len = go ? len - half - 1 : half;
             }
             cr[j] = (uint8_t)lo;
             pr[j] = cent[lo] * yr[j];

@@ -151,13 +151,19 @@ def kurtosis_ratio(xp: torch.Tensor, plan: ChunkPlan) -> list[torch.Tensor]:
 
     Computed on ``x / max|x|`` so that float32 neither overflows nor underflows.
     """
-    amax = xp.abs().max()
-    scaled = xp / amax if float(amax) > 0 else xp
+    lo, hi = torch.aminmax(xp)
+    amax = torch.maximum(lo.abs(), hi.abs())  # == xp.abs().max(), one pass, no copy
+    # Two scratch buffers: the scaled vector (later overwritten by the 4th powers)
+    # and the squares; the values reduced are exactly x/amax, its squares and theirs.
+    scaled = torch.div(xp, amax) if float(amax) > 0 else xp.clone()
+    squares = torch.empty_like(scaled)
     out = []
-    for view in piece_views(scaled, plan):
-        sq = view.square()
+    for view, sq in zip(
+        piece_views(scaled, plan), piece_views(squares, plan), strict=True
+    ):
+        torch.square(view, out=sq)
         m2 = sq.sum(dim=1)
-        m4 = sq.square().sum(dim=1)
+        m4 = torch.square(sq, out=view).sum(dim=1)
         out.append(view.shape[1] * m4 / m2.square())
     return out
 
