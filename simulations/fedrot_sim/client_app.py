@@ -26,6 +26,11 @@ def train_fn(msg: Message, context: Context) -> Message:
     cfg = msg.content["config"]
     task = str(cfg["task"])
     partition = int(context.node_config["partition-id"])
+    if partition >= int(cfg["num-clients"]):
+        raise ValueError(
+            f"SuperNode partition {partition} does not exist: `num-clients` is "
+            f"{cfg['num-clients']}. Set num-supernodes equal to num-clients."
+        )
     x, y = client_data(
         task,
         partition,
