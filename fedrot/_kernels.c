@@ -12,6 +12,7 @@
  * multiplication after the last stage, as in torch. No reductions are done here:
  * norms and dot products stay in torch so their summation order is torch's.
  */
+#include <math.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <string.h>
@@ -509,4 +510,182 @@ void fedrot_eden_quant_f32(const float *y, i64 rows, i64 size, const float *srow
             pr[j] = cent[lo] * yr[j];
         }
     }
+}
+
+/* ------------------------------------------------------------------ QUIC-FL */
+/* See fedrot/codecs/quic_fl.py. h_i = word(hkey, i) >> (64 - l) (shared_h); the
+ * private uniform is ((word(ukey, i) >> 11) * 2**-53) (private_uniforms). */
+
+/* Server: acc[i] (+)= w_c * est_c[i] over clients c in order, where est_c[i] =
+ * table[code_c(i) << l | h_c(i)] * norms_c[piece(i)], replaced by the exact float32
+ * value at client c's outlier indices (sorted, strictly increasing, < padded). The
+ * first client writes acc = est * w (torch mul_), the others acc = fma(est, w, acc)
+ * (torch add_(est, alpha=w) in its vectorized path). Per element the clients are
+ * visited in the reference's order; blocks of QAGG_BLK coordinates keep acc in L1. */
+#define QAGG_BLK 2048
+typedef struct {
+    i64 n, npieces, padded;
+    const uint8_t *const *codes;
+    const u64 *hkeys;
+    const float *const *norms;
+    const i64 *const *oidx;
+    const float *const *ovals;
+    const i64 *nout;
+    const float *weights;
+    int bits, l;
+    const float *table;
+    const i64 *pstart; /* npieces + 1 boundaries */
+    float *acc;
+} qagg_t;
+
+static i64 lower_bound_i64(const i64 *a, i64 n, i64 v) {
+    i64 lo = 0, len = n;
+    while (len > 0) {
+        i64 half = len >> 1;
+        if (a[lo + half] < v) { lo += half + 1; len -= half + 1; } else len = half;
+    }
+    return lo;
+}
+
+static void qagg_range(void *p, i64 blo, i64 bhi) {
+    const qagg_t *a = (const qagg_t *)p;
+    float est[QAGG_BLK];
+    uint32_t hb[QAGG_BLK];
+    uint8_t cb[QAGG_BLK];
+    const int w = a->bits, sh = 64 - a->l, l = a->l;
+    const u64 cmask = (1ULL << w) - 1;
+    for (i64 b = blo; b < bhi; b++) {
+        i64 b0 = b * QAGG_BLK, b1 = b0 + QAGG_BLK < a->padded ? b0 + QAGG_BLK : a->padded;
+        i64 m = b1 - b0;
+        i64 p0 = lower_bound_i64(a->pstart, a->npieces + 1, b0 + 1) - 1; /* piece of b0 */
+        float *acc = a->acc + b0;
+        for (i64 c = 0; c < a->n; c++) {
+            const u64 key = a->hkeys[c];
+            for (i64 t = 0; t < m; t++) hb[t] = (uint32_t)(word(key, b0 + t) >> sh);
+            /* b0 is a multiple of 8, so 8 codes start at byte b0*w/8 and take w bytes */
+            const uint8_t *src = a->codes[c] + b0 / 8 * w;
+            i64 t = 0;
+            for (; t + 8 <= m; t += 8) {
+                u64 v = 0;
+                memcpy(&v, src + t / 8 * w, (size_t)w);
+                for (int q = 0; q < 8; q++) cb[t + q] = (uint8_t)((v >> (q * w)) & cmask);
+            }
+            for (; t < m; t++) cb[t] = (uint8_t)get_code(a->codes[c], b0 + t, w);
+            const float *nrm = a->norms[c];
+            for (i64 pc = p0, s0 = b0; s0 < b1; pc++) {
+                i64 s1 = a->pstart[pc + 1] < b1 ? a->pstart[pc + 1] : b1;
+                float sc = nrm[pc];
+                for (i64 i = s0; i < s1; i++)
+                    est[i - b0] = a->table[((u64)cb[i - b0] << l) | hb[i - b0]] * sc;
+                s0 = s1;
+            }
+            const i64 *oi = a->oidx[c];
+            i64 no = a->nout[c];
+            if (no) {
+                i64 k = lower_bound_i64(oi, no, b0);
+                for (; k < no && oi[k] < b1; k++) est[oi[k] - b0] = a->ovals[c][k];
+            }
+            const float wt = a->weights[c];
+            if (c == 0) for (i64 i = 0; i < m; i++) acc[i] = est[i] * wt;
+            else for (i64 i = 0; i < m; i++) acc[i] = fmaf(est[i], wt, acc[i]);
+        }
+    }
+}
+
+void fedrot_quic_agg_f32(i64 n, const uint8_t *const *codes, const u64 *hkeys,
+                         const float *const *norms, const i64 *const *oidx,
+                         const float *const *ovals, const i64 *nout, const float *weights,
+                         int bits, int l, const float *table, i64 npieces,
+                         const i64 *pstart, i64 padded, float *acc, int threads) {
+    qagg_t a;
+    a.n = n; a.npieces = npieces; a.padded = padded; a.codes = codes; a.hkeys = hkeys;
+    a.norms = norms; a.oidx = oidx; a.ovals = ovals; a.nout = nout; a.weights = weights;
+    a.bits = bits; a.l = l; a.table = table; a.pstart = pstart; a.acc = acc;
+    parallel_for(qagg_range, &a, (padded + QAGG_BLK - 1) / QAGG_BLK, threads);
+}
+
+/* Client: for each of the n normalized coordinates z (float32), outliers |z| > T
+ * (compared in float64) get code 0 and their index listed; the others get the
+ * LP-optimal sender's message (fedrot.codecs.quic_fl.sender) in float64:
+ * j = #{means <= z} - 1 clamped to [0, last]; x = levels[j, h]; jj = min(j, last-1);
+ * p = (z - means[jj]) / (means[jj+1] - means[jj]); x += movers[jj] == h && u < p &&
+ * j < last. `grid` (ng + 1 entries) accelerates the search: grid[g] is a lower
+ * estimate of j for z in grid cell g of [g0, g0 + ng / ginv); the walk that follows
+ * makes j exact whatever the estimate. Chunks of QSEND_CH coordinates run in
+ * parallel; each lists its outliers at its own offset, compacted afterwards. */
+#define QSEND_CH 65536
+typedef struct {
+    const float *z;
+    i64 n;
+    double T;
+    u64 hkey, ukey;
+    int l;
+    const double *means;
+    i64 nm;
+    const uint8_t *levels; /* nm x 2**l */
+    const uint8_t *movers; /* nm - 1 */
+    const int32_t *grid;
+    i64 ng;
+    double g0, ginv;
+    uint8_t *codes;
+    i64 *oidx, *counts;
+} qsend_t;
+
+static void qsend_range(void *p, i64 clo, i64 chi) {
+    const qsend_t *a = (const qsend_t *)p;
+    uint32_t hb[512];
+    double ub[512];
+    const int sh = 64 - a->l, H = 1 << a->l;
+    const i64 last = a->nm - 1;
+    const double *means = a->means;
+    for (i64 ch = clo; ch < chi; ch++) {
+        i64 lo = ch * QSEND_CH, hi = lo + QSEND_CH < a->n ? lo + QSEND_CH : a->n;
+        i64 cnt = 0;
+        i64 *oi = a->oidx + lo;
+        for (i64 s = lo; s < hi; s += 512) {
+            i64 m = hi - s < 512 ? hi - s : 512;
+            for (i64 t = 0; t < m; t++) hb[t] = (uint32_t)(word(a->hkey, s + t) >> sh);
+            for (i64 t = 0; t < m; t++)
+                ub[t] = (double)(word(a->ukey, s + t) >> 11) * 0x1p-53;
+            for (i64 t = 0; t < m; t++) {
+                i64 i = s + t;
+                double z = (double)a->z[i];
+                if (fabs(z) > a->T) { a->codes[i] = 0; oi[cnt++] = i; continue; }
+                double gf = (z - a->g0) * a->ginv;
+                i64 g = gf <= 0.0 ? 0 : gf >= (double)a->ng ? a->ng : (i64)gf;
+                i64 j = a->grid[g];
+                while (j + 1 <= last && means[j + 1] <= z) j++;
+                while (j >= 0 && means[j] > z) j--;
+                if (j < 0) j = 0;
+                uint32_t h = hb[t];
+                int x = a->levels[j * H + h];
+                i64 jj = j < last - 1 ? j : last - 1;
+                double mlo = means[jj], mhi = means[jj + 1];
+                double pr = (z - mlo) / (mhi - mlo);
+                x += (a->movers[jj] == h) & (ub[t] < pr) & (j < last);
+                a->codes[i] = (uint8_t)x;
+            }
+        }
+        a->counts[ch] = cnt;
+    }
+}
+
+i64 fedrot_quic_send_f32(const float *z, i64 n, double T, u64 hkey, u64 ukey, int l,
+                         const double *means, i64 nm, const uint8_t *levels,
+                         const uint8_t *movers, const int32_t *grid, i64 ng, double g0,
+                         double ginv, uint8_t *codes, i64 *oidx, i64 *counts,
+                         int threads) {
+    qsend_t a;
+    a.z = z; a.n = n; a.T = T; a.hkey = hkey; a.ukey = ukey; a.l = l; a.means = means;
+    a.nm = nm; a.levels = levels; a.movers = movers; a.grid = grid; a.ng = ng;
+    a.g0 = g0; a.ginv = ginv; a.codes = codes; a.oidx = oidx; a.counts = counts;
+    if (n <= 0) return 0;
+    i64 nch = (n + QSEND_CH - 1) / QSEND_CH;
+    parallel_for(qsend_range, &a, nch, threads);
+    i64 total = counts[0];
+    for (i64 ch = 1; ch < nch; ch++) {
+        memmove(oidx + total, oidx + ch * QSEND_CH, (size_t)counts[ch] * sizeof(i64));
+        total += counts[ch];
+    }
+    return total;
 }

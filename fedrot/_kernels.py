@@ -40,6 +40,8 @@ __all__ = [
     "unpack",
     "dequantize_",
     "eden_quantize_",
+    "quic_send",
+    "quic_aggregate_",
 ]
 
 _SRC = Path(__file__).with_name("_kernels.c")
@@ -88,7 +90,47 @@ _SIGNATURES = {
     "fedrot_unpack": [_P, _I, _I, ctypes.c_int, _P, ctypes.c_int],
     "fedrot_dequant_f32": [_P, _I, _I, _I, ctypes.c_int, _P, _P, _P],
     "fedrot_eden_quant_f32": [_P, _I, _I, _P, _P, ctypes.c_int, _P, _P, _P],
+    "fedrot_quic_agg_f32": [
+        _I,
+        _P,
+        _P,
+        _P,
+        _P,
+        _P,
+        _P,
+        _P,
+        ctypes.c_int,
+        ctypes.c_int,
+        _P,
+        _I,
+        _P,
+        _I,
+        _P,
+        ctypes.c_int,
+    ],
+    "fedrot_quic_send_f32": [
+        _P,
+        _I,
+        ctypes.c_double,
+        ctypes.c_uint64,
+        ctypes.c_uint64,
+        ctypes.c_int,
+        _P,
+        _I,
+        _P,
+        _P,
+        _P,
+        _I,
+        ctypes.c_double,
+        ctypes.c_double,
+        _P,
+        _P,
+        _P,
+        ctypes.c_int,
+    ],
 }
+#: Entry points whose return value is used (the others return nothing).
+_RESTYPES = {"fedrot_quic_send_f32": ctypes.c_int64}
 
 
 def _cache_dir() -> Path:
@@ -138,7 +180,7 @@ def _build() -> ctypes.CDLL:
     for name, args in _SIGNATURES.items():
         fn = getattr(lib, name)
         fn.argtypes = args
-        fn.restype = None
+        fn.restype = _RESTYPES.get(name)
     return lib
 
 
@@ -335,5 +377,142 @@ def eden_quantize_(
         centroids.data_ptr(),
         codes.data_ptr(),
         prod.data_ptr(),
+    )
+    return True
+
+
+def _threads(work: int) -> int:
+    return max(1, min(torch.get_num_threads(), work >> _MIN_THREAD_WORK_LOG2))
+
+
+def quic_send(
+    z: torch.Tensor,
+    *,
+    threshold: float,
+    hkey: int,
+    ukey: int,
+    sr_log2: int,
+    means: torch.Tensor,
+    levels: torch.Tensor,
+    movers: torch.Tensor,
+    grid: torch.Tensor,
+    grid_lo: float,
+    grid_inv: float,
+    codes: torch.Tensor,
+    oidx: torch.Tensor,
+) -> int | None:
+    """QUIC-FL's client quantization of the normalized float32 vector ``z``, fused.
+
+    Writes the uint8 messages to ``codes`` (0 at outliers ``|z| > threshold``) and the
+    outlier indices, increasing, to the front of ``oidx`` (int64, ``z.numel()``
+    long); returns their number. Same values as ``shared_h``, ``private_uniforms``
+    and ``sender`` of :mod:`fedrot.codecs.quic_fl` (float64 arithmetic, same
+    operations). ``levels`` (rows of ``2**sr_log2``) and ``movers`` are uint8,
+    ``means`` float64 and ``grid`` int32 (any lower estimates of the state index over
+    the cells of width ``1 / grid_inv`` from ``grid_lo``). None, touching nothing,
+    when the kernels cannot run.
+    """
+    lib = _lib()
+    if (
+        lib is None
+        or z.dtype != torch.float32
+        or codes.dtype != torch.uint8
+        or oidx.dtype != torch.int64
+        or means.dtype != torch.float64
+        or levels.dtype != torch.uint8
+        or movers.dtype != torch.uint8
+        or grid.dtype != torch.int32
+        or not _usable(z, codes, oidx, means, levels, movers, grid)
+    ):
+        return None
+    n = z.numel()
+    if n == 0:
+        return 0
+    counts = torch.empty((n + 65535) // 65536, dtype=torch.int64)
+    return int(
+        lib.fedrot_quic_send_f32(
+            z.data_ptr(),
+            n,
+            threshold,
+            hkey,
+            ukey,
+            sr_log2,
+            means.data_ptr(),
+            means.numel(),
+            levels.data_ptr(),
+            movers.data_ptr(),
+            grid.data_ptr(),
+            grid.numel() - 1,
+            grid_lo,
+            grid_inv,
+            codes.data_ptr(),
+            oidx.data_ptr(),
+            counts.data_ptr(),
+            _threads(n),
+        )
+    )
+
+
+def quic_aggregate_(
+    acc: torch.Tensor,
+    *,
+    codes: Sequence[torch.Tensor],
+    hkeys: Sequence[int],
+    norms: Sequence[torch.Tensor],
+    outlier_idx: Sequence[torch.Tensor],
+    outlier_values: Sequence[torch.Tensor],
+    weights: Sequence[float],
+    bits: int,
+    sr_log2: int,
+    table: torch.Tensor,
+    piece_starts: torch.Tensor,
+) -> bool:
+    """QUIC-FL's weighted sum of the clients' rotated estimates into float32 ``acc``.
+
+    Client c's estimate is ``table[code << sr_log2 | h] * norms[c][piece]`` with its
+    outliers put back; the first client writes ``acc = est * w``, the next ones
+    ``acc += est * w`` as one fused multiply-add (torch's ``add_(est, alpha=w)``),
+    clients in the given order for every element. ``codes`` are the packed uint8
+    payload sections, ``outlier_idx`` increasing int64 indices below ``acc.numel()``,
+    ``piece_starts`` the int64 piece boundaries (pieces + 1 of them). Returns False,
+    touching nothing, when the kernels cannot run.
+    """
+    lib = _lib()
+    n = len(codes)
+    tensors = [acc, table, piece_starts, *codes, *norms, *outlier_idx, *outlier_values]
+    if (
+        lib is None
+        or n == 0
+        or acc.dtype != torch.float32
+        or table.dtype != torch.float32
+        or piece_starts.dtype != torch.int64
+        or any(t.dtype != torch.uint8 for t in codes)
+        or any(t.dtype != torch.float32 for t in (*norms, *outlier_values))
+        or any(t.dtype != torch.int64 for t in outlier_idx)
+        or not _usable(*tensors)
+    ):
+        return False
+
+    def ptrs(ts: Sequence[torch.Tensor]) -> ctypes.Array:
+        return (ctypes.c_void_p * n)(*[t.data_ptr() for t in ts])
+
+    padded = acc.numel()
+    lib.fedrot_quic_agg_f32(
+        n,
+        ptrs(codes),
+        (ctypes.c_uint64 * n)(*hkeys),
+        ptrs(norms),
+        ptrs(outlier_idx),
+        ptrs(outlier_values),
+        (ctypes.c_int64 * n)(*[t.numel() for t in outlier_idx]),
+        (ctypes.c_float * n)(*weights),
+        bits,
+        sr_log2,
+        table.data_ptr(),
+        piece_starts.numel() - 1,
+        piece_starts.data_ptr(),
+        padded,
+        acc.data_ptr(),
+        max(1, min(_threads(n * padded), (padded + 2047) // 2048)),
     )
     return True

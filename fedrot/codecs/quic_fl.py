@@ -39,9 +39,10 @@ import math
 import struct
 from typing import Any
 
+import numpy as np
 import torch
 
-from .. import bitpack, wire
+from .. import _kernels, bitpack, wire
 from ..chunking import DEFAULT_CHUNK_SIZE, ChunkPlan, plan_chunks
 from ..errors import PayloadError
 from ..quic_fl_tables import QuicFLTable, quic_fl_table, shipped_outlier_log2
@@ -53,6 +54,8 @@ from .base import Codec, read_f32, read_tensor, tensor_bytes
 __all__ = ["QuicFLCodec", "shared_h", "private_uniforms", "sender", "receiver"]
 
 _M53 = (1 << 53) - 1
+#: Cells of the compiled sender's search grid over the state means.
+_GRID = 4096
 
 
 def shared_h(
@@ -141,6 +144,31 @@ class QuicFLCodec(Codec):
             "flat": torch.tensor(t.table.reshape(-1), dtype=torch.float32, device=dev),
             "H": torch.tensor(1 << t.sr_log2, device=dev),
         }
+        self._fast: dict[str, Any] | None = None
+
+    def _fast_tables(self) -> dict[str, Any]:
+        """The sender's tables in the compiled kernel's layout (CPU, built once).
+
+        ``grid[g]`` is ``#{means <= lo + g / inv} - 1`` (at least 0), a starting
+        point for the kernel's search; the kernel walks from it to the exact state.
+        """
+        if self._fast is None:
+            t = self.table
+            means = np.asarray(t.means, dtype=np.float64)
+            lo, hi = float(means[0]), float(means[-1])
+            inv = _GRID / (hi - lo)
+            edges = lo + np.arange(_GRID + 1, dtype=np.float64) / inv
+            grid = np.maximum(np.searchsorted(means, edges, side="right") - 1, 0)
+            self._fast = {
+                "means": torch.tensor(means, dtype=torch.float64),
+                "levels": torch.tensor(np.asarray(t.levels), dtype=torch.uint8),
+                "movers": torch.tensor(np.asarray(t.movers), dtype=torch.uint8),
+                "grid": torch.tensor(grid, dtype=torch.int32),
+                "grid_lo": lo,
+                "grid_inv": inv,
+                "flat": torch.tensor(t.table.reshape(-1), dtype=torch.float32),
+            }
+        return self._fast
 
     def params(self) -> dict[str, Any]:
         return {
@@ -223,14 +251,7 @@ class QuicFLCodec(Codec):
             norm2 = rot.row_norms2(view)
             zview.copy_(rot.normalize_rows(view, norm2))
             norms.append(norm2.sqrt() / math.sqrt(view.shape[1]))
-        out = z.abs() > self.table.threshold
-        idx = torch.nonzero(out).reshape(-1)
-        z64 = z.to(torch.float64).masked_fill_(out, 0.0)
-        h = shared_h(seed, client, plan.padded, self.table.sr_log2, self.device)
-        u = private_uniforms(
-            derive_seed(seed, client, Stream.PRIVATE), plan.padded, self.device
-        )
-        x = sender(z64, h, u, self._tab).masked_fill_(out, 0)
+        x, idx = self._quantize(z, seed, client)
         w = self._index_width(plan.padded)
         body = [
             struct.pack("<Q", idx.numel()),
@@ -241,11 +262,46 @@ class QuicFLCodec(Codec):
         ]
         return self._pack(d=v.numel(), rotations=k, body=body)
 
+    def _quantize(
+        self, z: torch.Tensor, seed: int, client: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Messages (0 at outliers) and increasing outlier indices of normalized z."""
+        n = z.numel()
+        hkey = derive_seed(seed, client, Stream.SHARED_H)
+        ukey = derive_seed(seed, client, Stream.PRIVATE)
+        if z.device.type == "cpu" and _kernels.available():
+            codes = torch.empty(n, dtype=torch.uint8)
+            oidx = torch.empty(n, dtype=torch.int64)
+            ft = self._fast_tables()
+            n_out = _kernels.quic_send(
+                z,
+                threshold=self.table.threshold,
+                hkey=hkey,
+                ukey=ukey,
+                sr_log2=self.table.sr_log2,
+                means=ft["means"],
+                levels=ft["levels"],
+                movers=ft["movers"],
+                grid=ft["grid"],
+                grid_lo=ft["grid_lo"],
+                grid_inv=ft["grid_inv"],
+                codes=codes,
+                oidx=oidx,
+            )
+            if n_out is not None:
+                return codes, oidx[:n_out]
+        out = z.abs() > self.table.threshold
+        idx = torch.nonzero(out).reshape(-1)
+        z64 = z.to(torch.float64).masked_fill_(out, 0.0)
+        h = shared_h(seed, client, n, self.table.sr_log2, self.device)
+        u = private_uniforms(ukey, n, self.device)
+        return sender(z64, h, u, self._tab).masked_fill_(out, 0), idx
+
     # ------------------------------------------------------------------ decode
-    def _rotated_estimate(
-        self, header: wire.Header, reader: wire.Reader, seed: int, client: int
-    ) -> tuple[ChunkPlan, torch.Tensor]:
-        """The client's estimate of its rotated vector (before the inverse stack)."""
+    def _parse_body(
+        self, header: wire.Header, reader: wire.Reader
+    ) -> tuple[ChunkPlan, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Checked body sections: plan, norms, packed codes, outlier indices, values."""
         rot.check_k(header.rotations, self.rotations, (1, 2))
         plan = plan_chunks(header.d, self.chunk_log2)
         n_out = reader.u64()
@@ -273,6 +329,13 @@ class QuicFLCodec(Codec):
                 "Payload corrupt: outlier indices must be strictly increasing and "
                 f"below the padded length {plan.padded}."
             )
+        return plan, norms, codes, idx, values
+
+    def _rotated_estimate(
+        self, header: wire.Header, reader: wire.Reader, seed: int, client: int
+    ) -> tuple[ChunkPlan, torch.Tensor]:
+        """The client's estimate of its rotated vector (before the inverse stack)."""
+        plan, norms, codes, idx, values = self._parse_body(header, reader)
         x = bitpack.unpack(codes, plan.padded, self.bits)
         h = shared_h(seed, client, plan.padded, self.table.sr_log2, self.device)
         est = receiver(x, h, self._tab)
@@ -290,6 +353,8 @@ class QuicFLCodec(Codec):
         self, blobs: list[bytes], seed: int, clients: list[int], weights: torch.Tensor
     ) -> torch.Tensor:
         """Sum the weighted estimates in the rotated domain; one inverse per k."""
+        if self.device.type == "cpu" and _kernels.available():
+            return self._aggregate_fused(blobs, seed, clients, weights)
         sums: dict[int, torch.Tensor] = {}
         plan: ChunkPlan | None = None
         for i, (blob, client, wt) in enumerate(
@@ -308,6 +373,68 @@ class QuicFLCodec(Codec):
             else:
                 sums[k] = est.mul_(wt)
         assert plan is not None
+        return self._invert_sums(sums, plan, seed)
+
+    def _aggregate_fused(
+        self, blobs: list[bytes], seed: int, clients: list[int], weights: torch.Tensor
+    ) -> torch.Tensor:
+        """:meth:`_aggregate` with the compiled kernel: the same sums, per element the
+        same operations in the same client order (``add_`` as one fused
+        multiply-add, as torch's vectorized CPU kernel does), without per-client
+        tensors: each block of coordinates is accumulated over all clients in cache.
+        """
+        groups: dict[int, dict[str, list[Any]]] = {}
+        plan: ChunkPlan | None = None
+        for i, (blob, client, wt) in enumerate(
+            zip(blobs, clients, weights.tolist(), strict=True)
+        ):
+            header, body = wire.parse(blob)
+            try:
+                plan, norms, codes, idx, values = self._parse_body(
+                    header, wire.Reader(body)
+                )
+            except PayloadError as exc:
+                raise PayloadError(f"Payload {i} (client {client}): {exc}") from exc
+            g = groups.setdefault(
+                header.rotations,
+                {k: [] for k in ("codes", "hkeys", "norms", "idx", "vals", "w")},
+            )
+            g["codes"].append(codes)
+            g["hkeys"].append(derive_seed(seed, client, Stream.SHARED_H))
+            g["norms"].append(norms)
+            g["idx"].append(idx)
+            g["vals"].append(values)
+            g["w"].append(wt)
+        assert plan is not None
+        starts = [g.offset + r * g.size for g in plan.groups for r in range(g.rows)]
+        piece_starts = torch.tensor([*starts, plan.padded], dtype=torch.int64)
+        flat = self._fast_tables()["flat"]
+        sums: dict[int, torch.Tensor] = {}
+        for k, g in groups.items():
+            acc = torch.empty(plan.padded, dtype=torch.float32)
+            done = _kernels.quic_aggregate_(
+                acc,
+                codes=g["codes"],
+                hkeys=g["hkeys"],
+                norms=g["norms"],
+                outlier_idx=g["idx"],
+                outlier_values=g["vals"],
+                weights=g["w"],
+                bits=self.bits,
+                sr_log2=self.table.sr_log2,
+                table=flat,
+                piece_starts=piece_starts,
+            )
+            if not done:  # pragma: no cover - kernels were checked above
+                raise RuntimeError(f"QUIC-FL aggregation kernel: {_kernels.status()}")
+            sums[k] = acc
+        return self._invert_sums(sums, plan, seed)
+
+    @staticmethod
+    def _invert_sums(
+        sums: dict[int, torch.Tensor], plan: ChunkPlan, seed: int
+    ) -> torch.Tensor:
+        """One inverse stack per layer count k, added in increasing k."""
         out: torch.Tensor | None = None
         for k, acc in sorted(sums.items()):
             x = rot.inverse(acc, plan, k, seed=seed, client=None)
