@@ -23,7 +23,8 @@ from typing import Any
 from .config import RunConfig
 from .report import write_reports
 
-#: Codec settings: (codec, bits, rotations). ``bits`` is levels for qsgd.
+#: Codec settings: (codec, bits, rotations[, error feedback]). ``bits`` is the levels
+#: s for qsgd and the kept fraction for topk/randk. Biased codecs use error feedback.
 DEFAULT_CODECS = [
     ("fp32", 0, "none"),
     ("drive", 1, "2"),
@@ -80,8 +81,8 @@ PRESETS: dict[str, dict[str, Any]] = {
             ("eden", 1, "auto"),
             ("quic-fl", 1, "2"),
             ("vq", 2, "3"),
-            ("topk", 0.03125, "none"),
-            ("signsgd", 0, "none"),
+            ("topk", 0.03125, "none", True),
+            ("signsgd", 0, "none", True),
         ],
         "seeds": [0, 1, 2],
         "also": [
@@ -121,9 +122,16 @@ def preset_configs(name: str, *, rounds: int | None = None) -> list[RunConfig]:
         if rounds is not None:
             base["rounds"] = rounds
         for seed in group["seeds"]:
-            for codec, bits, rot in group["codecs"]:
+            for codec, bits, rot, *ef in group["codecs"]:
                 out.append(
-                    RunConfig(**base, codec=codec, bits=bits, rotations=rot, seed=seed)
+                    RunConfig(
+                        **base,
+                        codec=codec,
+                        bits=bits,
+                        rotations=rot,
+                        seed=seed,
+                        error_feedback=bool(ef and ef[0]),
+                    )
                 )
     return out
 
