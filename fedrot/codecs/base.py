@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -60,7 +60,6 @@ class CodecInfo:
     unbiased: bool
     shared_rotation: bool
     expected_vnmse: float | None
-    notes: str = field(default="")
 
 
 def as_vector(x: Any, device: torch.device) -> torch.Tensor:
