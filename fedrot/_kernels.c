@@ -609,10 +609,11 @@ void fedrot_quic_agg_f32(i64 n, const uint8_t *const *codes, const u64 *hkeys,
  * LP-optimal sender's message (fedrot.codecs.quic_fl.sender) in float64:
  * j = #{means <= z} - 1 clamped to [0, last]; x = levels[j, h]; jj = min(j, last-1);
  * p = (z - means[jj]) / (means[jj+1] - means[jj]); x += movers[jj] == h && u < p &&
- * j < last. `grid` (ng + 1 entries) accelerates the search: grid[g] is a lower
- * estimate of j for z in grid cell g of [g0, g0 + ng / ginv); the walk that follows
- * makes j exact whatever the estimate. Chunks of QSEND_CH coordinates run in
- * parallel; each lists its outliers at its own offset, compacted afterwards. */
+ * j < last (jj = j there). `means` has nm + 1 entries, the last +inf. `grid` (ng + 1
+ * entries, each in 0..nm-1) accelerates the search: grid[g] estimates j for z in grid
+ * cell g of [g0, g0 + ng / ginv); the walk that follows makes j exact whatever the
+ * estimate. Chunks of QSEND_CH coordinates run in parallel; each lists its outliers
+ * at its own offset, compacted afterwards. */
 #define QSEND_CH 65536
 typedef struct {
     const float *z;
@@ -646,23 +647,25 @@ static void qsend_range(void *p, i64 clo, i64 chi) {
             i64 m = hi - s < 512 ? hi - s : 512;
             for (i64 t = 0; t < m; t++) hb[t] = (uint32_t)(word(a->hkey, s + t) >> sh);
             for (i64 t = 0; t < m; t++)
-                ub[t] = (double)(word(a->ukey, s + t) >> 11) * 0x1p-53;
+                ub[t] = (double)(i64)(word(a->ukey, s + t) >> 11) * 0x1p-53;
             for (i64 t = 0; t < m; t++) {
                 i64 i = s + t;
                 double z = (double)a->z[i];
                 if (fabs(z) > a->T) { a->codes[i] = 0; oi[cnt++] = i; continue; }
                 double gf = (z - a->g0) * a->ginv;
-                i64 g = gf <= 0.0 ? 0 : gf >= (double)a->ng ? a->ng : (i64)gf;
+                i64 g = gf > 0.0 ? (gf < (double)a->ng ? (i64)gf : a->ng) : 0; /* NaN: 0 */
                 i64 j = a->grid[g];
-                while (j + 1 <= last && means[j + 1] <= z) j++;
+                j += means[j + 1] <= z; /* a cell holds at most one mean, usually */
+                while (means[j + 1] <= z) j++; /* means[nm] is +inf */
                 while (j >= 0 && means[j] > z) j--;
                 if (j < 0) j = 0;
                 uint32_t h = hb[t];
                 int x = a->levels[j * H + h];
-                i64 jj = j < last - 1 ? j : last - 1;
-                double mlo = means[jj], mhi = means[jj + 1];
-                double pr = (z - mlo) / (mhi - mlo);
-                x += (a->movers[jj] == h) & (ub[t] < pr) & (j < last);
+                /* only the mover column can move; p is needed for it alone */
+                if (j < last && a->movers[j] == h) {
+                    double mlo = means[j], mhi = means[j + 1];
+                    x += ub[t] < (z - mlo) / (mhi - mlo);
+                }
                 a->codes[i] = (uint8_t)x;
             }
         }

@@ -408,9 +408,10 @@ def quic_send(
     long); returns their number. Same values as ``shared_h``, ``private_uniforms``
     and ``sender`` of :mod:`fedrot.codecs.quic_fl` (float64 arithmetic, same
     operations). ``levels`` (rows of ``2**sr_log2``) and ``movers`` are uint8,
-    ``means`` float64 and ``grid`` int32 (any lower estimates of the state index over
-    the cells of width ``1 / grid_inv`` from ``grid_lo``). None, touching nothing,
-    when the kernels cannot run.
+    ``means`` the float64 state means followed by one +inf, ``grid`` int32 (estimates
+    in ``0 .. means.numel() - 2`` of the state index over the cells of width
+    ``1 / grid_inv`` from ``grid_lo``; any such values give the same result).
+    None, touching nothing, when the kernels cannot run.
     """
     lib = _lib()
     if (
@@ -438,7 +439,7 @@ def quic_send(
             ukey,
             sr_log2,
             means.data_ptr(),
-            means.numel(),
+            means.numel() - 1,
             levels.data_ptr(),
             movers.data_ptr(),
             grid.data_ptr(),

@@ -150,7 +150,8 @@ class QuicFLCodec(Codec):
         """The sender's tables in the compiled kernel's layout (CPU, built once).
 
         ``grid[g]`` is ``#{means <= lo + g / inv} - 1`` (at least 0), a starting
-        point for the kernel's search; the kernel walks from it to the exact state.
+        point for the kernel's search; the kernel walks from it to the exact state
+        (``means`` ends with a +inf sentinel for that walk).
         """
         if self._fast is None:
             t = self.table
@@ -160,7 +161,7 @@ class QuicFLCodec(Codec):
             edges = lo + np.arange(_GRID + 1, dtype=np.float64) / inv
             grid = np.maximum(np.searchsorted(means, edges, side="right") - 1, 0)
             self._fast = {
-                "means": torch.tensor(means, dtype=torch.float64),
+                "means": torch.tensor([*means, math.inf], dtype=torch.float64),
                 "levels": torch.tensor(np.asarray(t.levels), dtype=torch.uint8),
                 "movers": torch.tensor(np.asarray(t.movers), dtype=torch.uint8),
                 "grid": torch.tensor(grid, dtype=torch.int32),
