@@ -547,6 +547,24 @@ static i64 lower_bound_i64(const i64 *a, i64 n, i64 v) {
     return lo;
 }
 
+/* Codes t .. t+7 of the block (w bits each, W bytes) into bytes cb[t .. t+7]. */
+#if defined(__BMI2__)
+#define QAGG_UNPACK8(W)                                                                \
+    for (; t + 8 <= m; t += 8) {                                                       \
+        u64 v = 0;                                                                     \
+        memcpy(&v, src + t / 8 * (W), (W));                                            \
+        u64 x = _pdep_u64(v, sel); /* code q into byte q */                            \
+        memcpy(cb + t, &x, 8);                                                         \
+    }
+#else
+#define QAGG_UNPACK8(W)                                                                \
+    for (; t + 8 <= m; t += 8) {                                                       \
+        u64 v = 0;                                                                     \
+        memcpy(&v, src + t / 8 * (W), (W));                                            \
+        for (int q = 0; q < 8; q++) cb[t + q] = (uint8_t)((v >> (q * (W))) & cmask);   \
+    }
+#endif
+
 static void qagg_range(void *p, i64 blo, i64 bhi) {
     const qagg_t *a = (const qagg_t *)p;
     float est[QAGG_BLK];
@@ -554,6 +572,9 @@ static void qagg_range(void *p, i64 blo, i64 bhi) {
     uint8_t cb[QAGG_BLK];
     const int w = a->bits, sh = 64 - a->l, l = a->l;
     const u64 cmask = (1ULL << w) - 1;
+#if defined(__BMI2__)
+    const u64 sel = cmask * 0x0101010101010101ULL; /* low w bits of every byte */
+#endif
     for (i64 b = blo; b < bhi; b++) {
         i64 b0 = b * QAGG_BLK, b1 = b0 + QAGG_BLK < a->padded ? b0 + QAGG_BLK : a->padded;
         i64 m = b1 - b0;
@@ -565,10 +586,13 @@ static void qagg_range(void *p, i64 blo, i64 bhi) {
             /* b0 is a multiple of 8, so 8 codes start at byte b0*w/8 and take w bytes */
             const uint8_t *src = a->codes[c] + b0 / 8 * w;
             i64 t = 0;
-            for (; t + 8 <= m; t += 8) {
-                u64 v = 0;
-                memcpy(&v, src + t / 8 * w, (size_t)w);
-                for (int q = 0; q < 8; q++) cb[t + q] = (uint8_t)((v >> (q * w)) & cmask);
+            /* a constant-size load per width: a variable-size memcpy into v would
+             * go through the stack and stall the store-to-load forwarding */
+            switch (w) {
+            case 1: QAGG_UNPACK8(1); break;
+            case 2: QAGG_UNPACK8(2); break;
+            case 3: QAGG_UNPACK8(3); break;
+            default: QAGG_UNPACK8(4); break;
             }
             for (; t < m; t++) cb[t] = (uint8_t)get_code(a->codes[c], b0 + t, w);
             const float *nrm = a->norms[c];
@@ -576,7 +600,7 @@ static void qagg_range(void *p, i64 blo, i64 bhi) {
                 i64 s1 = a->pstart[pc + 1] < b1 ? a->pstart[pc + 1] : b1;
                 float sc = nrm[pc];
                 for (i64 i = s0; i < s1; i++)
-                    est[i - b0] = a->table[((u64)cb[i - b0] << l) | hb[i - b0]] * sc;
+                    est[i - b0] = a->table[((uint32_t)cb[i - b0] << l) | hb[i - b0]] * sc;
                 s0 = s1;
             }
             const i64 *oi = a->oidx[c];
