@@ -19,6 +19,17 @@ from fedrot_sim.data import dirichlet_partition  # noqa: E402
 from fedrot_sim.sweep import PRESETS, preset_configs  # noqa: E402
 
 
+def _simulations(*args: str, timeout: int) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m simulations ARGS`` from the repository root."""
+    return subprocess.run(
+        [sys.executable, "-m", "simulations", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 def test_run_config_parses_kebab_case_and_rejects_unknown_keys() -> None:
     cfg = RunConfig.from_run_config(
         {
@@ -65,34 +76,14 @@ def test_cli_fails_fast_on_bad_options(tmp_path: Path) -> None:
         ["--preset", "smoke", "--out", str(tmp_path), "--rounds", "0"],
         ["--preset", "smoke", "--out", str(tmp_path), "--bogus"],
     ):
-        out = subprocess.run(
-            [sys.executable, "-m", "simulations", *args],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        out = _simulations(*args, timeout=120)
         assert out.returncode == 2, (args, out.stderr)
         assert "error:" in out.stderr
 
 
 @pytest.mark.slow
 def test_smoke_preset_end_to_end(tmp_path: Path) -> None:
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "simulations",
-            "--preset",
-            "smoke",
-            "--out",
-            str(tmp_path),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    out = _simulations("--preset", "smoke", "--out", str(tmp_path), timeout=900)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     runs = sorted((tmp_path / "runs").glob("*.json"))
     configs = preset_configs("smoke")
@@ -123,19 +114,5 @@ def test_smoke_preset_end_to_end(tmp_path: Path) -> None:
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
     assert "| digits | fp32 |" in (tmp_path / "summary.md").read_text()
     # resumable: a second invocation finds every run finished and only rebuilds reports
-    again = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "simulations",
-            "--preset",
-            "smoke",
-            "--out",
-            str(tmp_path),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    again = _simulations("--preset", "smoke", "--out", str(tmp_path), timeout=300)
     assert again.returncode == 0 and "0 to run" in again.stdout
