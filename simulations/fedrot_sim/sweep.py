@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .config import RunConfig
+from .config import TASKS, RunConfig
 from .report import write_reports
 
 #: Codec settings: (codec, bits, rotations[, error feedback]). ``bits`` is the levels
@@ -107,8 +107,10 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def preset_configs(name: str, *, rounds: int | None = None) -> list[RunConfig]:
-    """Every run of a preset, in execution order."""
+def preset_configs(
+    name: str, *, rounds: int | None = None, task: str | None = None
+) -> list[RunConfig]:
+    """Every run of a preset (optionally only one task's), in execution order."""
     if name not in PRESETS:
         raise ValueError(
             f"Unknown preset {name!r}. Valid presets: {', '.join(PRESETS)}."
@@ -119,6 +121,8 @@ def preset_configs(name: str, *, rounds: int | None = None) -> list[RunConfig]:
     out = []
     for group in groups:
         base = {k: v for k, v in group.items() if k not in ("codecs", "seeds")}
+        if task is not None and base["task"] != task:
+            continue
         if rounds is not None:
             base["rounds"] = rounds
         for seed in group["seeds"]:
@@ -209,6 +213,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--preset", required=True, choices=sorted(PRESETS))
     parser.add_argument("--out", required=True, type=Path, help="output directory")
     parser.add_argument(
+        "--task", choices=TASKS, default=None, help="run only this task of the preset"
+    )
+    parser.add_argument(
         "--rounds", type=int, default=None, help="override rounds per run"
     )
     parser.add_argument(
@@ -228,7 +235,10 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; returns the process exit code."""
     args = _parse_args(argv)
-    configs = preset_configs(args.preset, rounds=args.rounds)
+    configs = preset_configs(args.preset, rounds=args.rounds, task=args.task)
+    if not configs:
+        print(f"error: preset {args.preset} has no {args.task} runs", file=sys.stderr)
+        return 2
     runs_dir = args.out / "runs"
     runs_dir.mkdir(parents=True, exist_ok=True)
     # Ray workers import the ClientApp as `fedrot_sim.client_app`
