@@ -54,6 +54,13 @@ def test_run_config_parses_kebab_case_and_rejects_unknown_keys() -> None:
         RunConfig(num_clients=5, clients_per_round=6)
 
 
+def test_task_filter_selects_one_task_of_a_preset() -> None:
+    shakespeare = preset_configs("paper", task="shakespeare", rounds=3)
+    assert shakespeare and {c.task for c in shakespeare} == {"shakespeare"}
+    assert {c.rounds for c in shakespeare} == {3}
+    assert preset_configs("smoke", task="shakespeare") == []
+
+
 def test_run_ids_are_stable_and_distinct() -> None:
     configs = [c for name in PRESETS for c in preset_configs(name)]
     assert len({c.run_id for c in configs}) == len(configs)
@@ -75,6 +82,8 @@ def test_cli_fails_fast_on_bad_options(tmp_path: Path) -> None:
         ["--preset", "smoke"],
         ["--preset", "smoke", "--out", str(tmp_path), "--rounds", "0"],
         ["--preset", "smoke", "--out", str(tmp_path), "--bogus"],
+        ["--preset", "smoke", "--out", str(tmp_path), "--task", "mnist"],
+        ["--preset", "smoke", "--out", str(tmp_path), "--task", "shakespeare"],
     ):
         out = _simulations(*args, timeout=120)
         assert out.returncode == 2, (args, out.stderr)
