@@ -144,3 +144,14 @@ def test_cuda_and_cpu_payloads_are_interchangeable(name: str) -> None:
         a = gpu.decode(blob, seed=3, client=4).cpu()
         b = cpu.decode(blob, seed=3, client=4)
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_flower_subpackages_export_what_they_declare() -> None:
+    import fedrot.clients
+    import fedrot.strategies
+
+    for module in (fedrot.strategies, fedrot.clients):
+        names = module.__all__
+        assert names and all(getattr(module, n) is not None for n in names)
+    assert "CompressedStrategy" in fedrot.strategies.__all__
+    assert "compression_mod" in fedrot.clients.__all__
