@@ -7,6 +7,14 @@
 
 from __future__ import annotations
 
+try:
+    import flwr  # noqa: F401
+except ImportError as exc:  # the core installs without Flower
+    raise ImportError(
+        "fedrot.clients is fedrot's Flower plugin and needs Flower 1.41.0, which "
+        "is not installed. Install it with `pip install 'fedrot[flower]'`."
+    ) from exc
+
 from .compression import CompressionMod, compression_mod
 
 __all__ = ["CompressionMod", "compression_mod"]
