@@ -155,3 +155,17 @@ def test_flower_subpackages_export_what_they_declare() -> None:
         assert names and all(getattr(module, n) is not None for n in names)
     assert "CompressedStrategy" in fedrot.strategies.__all__
     assert "compression_mod" in fedrot.clients.__all__
+
+
+def test_lossless_is_a_declared_fact_true_only_for_fp32() -> None:
+    lossless = {name for name, cls in CODECS.items() if cls.lossless}
+    assert lossless == {"fp32"}
+    x = torch.tensor([1e-40, -3e38, 1.0 + 2**-23, 0.1], dtype=torch.float32)
+    for name in CODECS:
+        codec = fedrot.get_codec(name)
+        assert codec.lossless is CODECS[name].lossless
+        out = codec.decode(codec.encode(x[2:], seed=1, client=1), seed=1, client=1)
+        assert torch.equal(out, x[2:]) or not codec.lossless
+    fp32 = fedrot.get_codec("fp32")
+    out = fp32.decode(fp32.encode(x, seed=1, client=1), seed=1, client=1)
+    assert torch.equal(out.view(torch.int32), x.view(torch.int32))

@@ -160,6 +160,9 @@ class Codec(ABC):
 
     name: ClassVar[str]
     codec_id: ClassVar[int]
+    #: True only when ``decode(encode(x))`` equals ``x`` bit for bit (as float32):
+    #: a protocol fact, never inferred from an error statistic.
+    lossless: ClassVar[bool] = False
     unbiased: ClassVar[bool] = True
     shared_rotation: ClassVar[bool] = False
     #: False for codecs that never rotate: their payloads must declare 0 RHT layers.

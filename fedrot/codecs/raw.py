@@ -39,6 +39,7 @@ class Fp32Codec(Codec):
 
     name = "fp32"
     codec_id = 1
+    lossless = True
     rotates = False
 
     def __init__(self, *, device: str | torch.device = "cpu") -> None:
