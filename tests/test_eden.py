@@ -9,7 +9,8 @@ import torch
 from conftest import make_gaussian, make_lognormal, make_pair, mean_vnmse, vnmse
 
 import fedrot
-from fedrot.centroids import lloyd_max, solve_lloyd_max
+from fedrot.tables.lloyd_max import lloyd_max
+from fedrot.tables.solvers.lloyd_max import solve_lloyd_max
 
 D = 1 << 16
 THEORY = {1: 0.5708, 2: 0.1331, 3: 0.03578, 4: 0.00959}

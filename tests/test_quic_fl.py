@@ -14,8 +14,8 @@ from conftest import make_block, make_gaussian, make_onehot, vnmse
 import fedrot
 import fedrot.codecs._rotated as rotated_module
 from fedrot.chunking import plan_chunks
-from fedrot.quic_fl_tables import quic_fl_table
 from fedrot.rotation import piece_views, rotate, rotation_keys
+from fedrot.tables.quic_fl import quic_fl_table
 
 D = 1 << 16
 BOUND = {1: 1.51, 2: 0.2214, 3: 0.0444, 4: 0.00998}
@@ -160,7 +160,7 @@ def test_aggregate_is_the_weighted_mean_of_decodes() -> None:
     agg = codec.aggregate(blobs, seed=8, clients=range(4), weights=w)
     dec = sum(
         wi * codec.decode(b, seed=8, client=i)
-        for i, (b, wi) in enumerate(zip(blobs, w))
+        for i, (b, wi) in enumerate(zip(blobs, w, strict=True))
     )
     assert torch.allclose(agg, dec / sum(w), atol=1e-5)
 

@@ -10,8 +10,8 @@ from conftest import make_block, make_gaussian
 from fedrot import _kernels
 from fedrot.codecs import get_codec
 from fedrot.codecs.quic_fl import private_uniforms, sender, shared_h
-from fedrot.quic_fl_tables import quic_fl_table
 from fedrot.seeds import Stream, derive_seed
+from fedrot.tables.quic_fl import quic_fl_table
 
 needs_kernels = pytest.mark.skipif(
     not _kernels.available(), reason=f"compiled kernels: {_kernels.status()}"

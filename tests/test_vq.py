@@ -14,13 +14,8 @@ from conftest import make_gaussian, make_pair, mean_vnmse, vnmse
 import fedrot
 from fedrot.chunking import plan_chunks
 from fedrot.codecs.vq import VQCodec
-from fedrot.vq_codebooks import (
-    CONFIGS,
-    codebook,
-    gaussian_blocks,
-    nearest,
-    train_codebook,
-)
+from fedrot.tables.solvers.vq import gaussian_blocks, train_codebook
+from fedrot.tables.vq import CONFIGS, codebook, nearest
 
 EDEN = {1: 0.5708, 2: 0.1331, 3: 0.03578}
 

@@ -33,11 +33,11 @@ from typing import Any
 import torch
 
 from .. import _kernels, bitpack, wire
-from ..centroids import lloyd_max
 from ..chunking import DEFAULT_CHUNK_SIZE, ChunkPlan, plan_chunks
 from ..errors import PayloadError
 from ..rotation import piece_views
 from ..seeds import Stream, derive_seed, uniforms_torch
+from ..tables.lloyd_max import lloyd_max
 from . import _rotated as rot
 from .base import Codec, read_f32, read_tensor, tensor_bytes
 

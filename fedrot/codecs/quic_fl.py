@@ -45,9 +45,9 @@ import torch
 from .. import _kernels, bitpack, wire
 from ..chunking import DEFAULT_CHUNK_SIZE, ChunkPlan, plan_chunks
 from ..errors import PayloadError
-from ..quic_fl_tables import QuicFLTable, quic_fl_table, shipped_outlier_log2
 from ..rotation import piece_views
 from ..seeds import Stream, derive_seed, words_torch
+from ..tables.quic_fl import QuicFLTable, quic_fl_table, shipped_outlier_log2
 from . import _rotated as rot
 from .base import Codec, read_f32, read_tensor, tensor_bytes
 

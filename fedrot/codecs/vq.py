@@ -39,7 +39,7 @@ import torch
 from .. import bitpack, wire
 from ..chunking import DEFAULT_CHUNK_SIZE, plan_chunks
 from ..rotation import piece_views
-from ..vq_codebooks import CONFIGS, codebook, nearest
+from ..tables.vq import CONFIGS, codebook, nearest
 from . import _rotated as rot
 from .base import Codec, read_f32, read_tensor, tensor_bytes
 

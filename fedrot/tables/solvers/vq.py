@@ -1,9 +1,4 @@
-"""Block vector-quantization codebooks for i.i.d. N(0, 1) blocks: trainer and loader.
-
-Used by the ``"vq"`` codec (:mod:`fedrot.codecs.vq`). After three RHTs the blocks of
-the normalized rotated vector behave like i.i.d. Gaussian blocks (Ben-Basat et al.,
-https://arxiv.org/abs/2605.06014), so one fixed codebook per (block size m, bits per
-coordinate b) serves every input. A codebook has ``K = 2**(m b)`` codewords in R^m.
+"""Train the VQ codebooks for i.i.d. N(0, 1) blocks and write ``vq_codebooks.json``.
 
 Training (``train_codebook``), deterministic
 --------------------------------------------
@@ -19,30 +14,22 @@ Training (``train_codebook``), deterministic
    we also measure ``e = E<z, Q(z)>/m`` and ``q = E|Q(z)|^2/m``; EDEN's unbiasing
    scale then gives ``vNMSE = q / e^2 - 1`` at large d.
 
-``python -m fedrot.vq_codebooks`` trains every entry of ``CONFIGS`` (a few minutes
-on 2 CPU cores) and writes ``fedrot/data/vq_codebooks.json``; the package only reads
-that JSON.
+``python -m fedrot.tables.solvers.vq`` trains every entry of ``CONFIGS`` (a few
+minutes on 2 CPU cores). The runtime loader is :func:`fedrot.tables.vq.codebook`.
 """
 
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import dataclass
-from functools import cache
-from importlib import resources
 
 import numpy as np
 import torch
 
-from .seeds import derive_seed, words_numpy
+from ...seeds import derive_seed, words_numpy
+from ..vq import CONFIGS, SHIPPED, nearest
 
-__all__ = ["CONFIGS", "Codebook", "codebook", "nearest", "train_codebook"]
+__all__ = ["gaussian_blocks", "train_codebook", "write_codebooks"]
 
-_FILE = "vq_codebooks.json"
-FORMAT = 1
-#: (block size m, bits per coordinate b) trained and shipped.
-CONFIGS: tuple[tuple[int, int], ...] = ((2, 1), (2, 2), (2, 3), (4, 1), (4, 2))
 SEED = 0x76_71
 TRAIN = 1 << 20
 TEST = 1 << 21
@@ -51,24 +38,6 @@ RESTARTS = 1
 #: Codebooks with at least this many codewords train on TRAIN/2 samples for
 #: ITERS/2 iterations (still >= 2048 samples per cell) to keep the run in minutes.
 LARGE = 256
-_BATCH = 1 << 16
-
-
-@dataclass(frozen=True)
-class Codebook:
-    """A shipped codebook: ``codewords`` (K, m) float64, and its Gaussian statistics."""
-
-    block: int
-    bits: int
-    codewords: np.ndarray
-    mse: float
-    e_zq: float
-    q2: float
-
-    @property
-    def vnmse(self) -> float:
-        """vNMSE with EDEN's unbiasing scale for Gaussian blocks (large d)."""
-        return self.q2 / self.e_zq**2 - 1.0
 
 
 def gaussian_blocks(key: int, n: int, m: int) -> torch.Tensor:
@@ -81,16 +50,6 @@ def gaussian_blocks(key: int, n: int, m: int) -> torch.Tensor:
         [r * np.cos(2 * np.pi * u[half:]), r * np.sin(2 * np.pi * u[half:])]
     )
     return torch.from_numpy(g[: n * m].astype(np.float32).reshape(n, m))
-
-
-def nearest(z: torch.Tensor, codewords: torch.Tensor) -> torch.Tensor:
-    """Index of the nearest codeword for each row of ``z`` (batched, int64)."""
-    c2 = codewords.square().sum(dim=1)
-    out = torch.empty(z.shape[0], dtype=torch.int64, device=z.device)
-    for s in range(0, z.shape[0], _BATCH):
-        zb = z[s : s + _BATCH]
-        out[s : s + _BATCH] = torch.argmin(c2[None, :] - 2 * zb @ codewords.T, dim=1)
-    return out
 
 
 def _stats(z: torch.Tensor, c: torch.Tensor) -> tuple[float, float, float]:
@@ -126,45 +85,21 @@ def train_codebook(
     iters = iters // 2 if k >= LARGE else iters
     test = gaussian_blocks(derive_seed(SEED, block, bits, 1 << 32), TEST, block)
     best: tuple[torch.Tensor, tuple[float, float, float]] | None = None
-    for r in range(restarts):
+    for r in range(max(1, restarts)):
         z = gaussian_blocks(derive_seed(SEED, block, bits, r), n_train, block)
         c = _lloyd(z, z[:k].clone(), iters)
         st = _stats(test, c)
         if best is None or st[0] < best[1][0]:
             best = (c, st)
-    assert best is not None
+    if best is None:  # pragma: no cover - the loop runs at least once
+        raise RuntimeError("no training run")
     c, st = best
     order = torch.argsort(c[:, 0] * 1e3 + c[:, 1:].sum(dim=1))  # canonical order
     return c[order].double().numpy(), st
 
 
-@cache
-def codebook(block: int, bits: int) -> Codebook:
-    """Load the shipped codebook for block size ``block`` and ``bits`` per coordinate.
-
-    Examples
-    --------
-    >>> cb = codebook(2, 2)
-    >>> cb.codewords.shape, cb.vnmse < 0.1331  # beats scalar 2-bit EDEN
-    ((16, 2), True)
-    """
-    doc = json.loads(resources.files("fedrot.data").joinpath(_FILE).read_text())
-    if doc.get("format") != FORMAT:
-        raise ValueError(f"{_FILE} has format {doc.get('format')}; expected {FORMAT}.")
-    key = f"m{block}_b{bits}"
-    if key not in doc["codebooks"]:
-        raise ValueError(
-            f"No VQ codebook for block={block}, bits={bits}. Shipped (block, bits): "
-            f"{list(CONFIGS)}."
-        )
-    e = doc["codebooks"][key]
-    cw = np.asarray(e["codewords"], dtype=np.float64)
-    if cw.shape != (1 << (block * bits), block) or not np.isfinite(cw).all():
-        raise ValueError(f"{_FILE} entry {key} is corrupt (shape or values).")
-    return Codebook(block, bits, cw, float(e["mse"]), float(e["e_zq"]), float(e["q2"]))
-
-
-def _write(path: str) -> None:
+def write_codebooks(path: str) -> None:
+    """Train every shipped configuration and write the codebook file to ``path``."""
     books = {}
     for block, bits in CONFIGS:
         t0 = time.time()
@@ -183,23 +118,20 @@ def _write(path: str) -> None:
             f"({time.time() - t0:.0f} s)",
             flush=True,
         )
-    doc = {
-        "format": FORMAT,
-        "generator": "python -m fedrot.vq_codebooks (vq_codebooks.py:train_codebook)",
-        "method": (
+    SHIPPED.write(
+        path,
+        books,
+        source="fedrot/tables/solvers/vq.py:train_codebook",
+        method=(
             f"Lloyd/k-means, {ITERS} iterations, {RESTARTS} restart(s), {TRAIN} "
             f"training and {TEST} held-out SplitMix64/Box-Muller Gaussian blocks "
             f"(seed {SEED:#x}); "
             f"torch {torch.__version__}"
         ),
-        "codebooks": books,
-    }
-    with open(path, "w") as fh:
-        json.dump(doc, fh, indent=1)
-        fh.write("\n")
+    )
 
 
 if __name__ == "__main__":
-    out = str(resources.files("fedrot.data").joinpath(_FILE))
-    _write(out)
+    out = SHIPPED.shipped_path()
+    write_codebooks(out)
     print(f"wrote {out}")
