@@ -14,6 +14,7 @@ from __future__ import annotations
 __all__ = [
     "KEY_CODEC",
     "KEY_CODEC_PARAMS",
+    "KEY_COMPRESS_MASK",
     "KEY_ERROR_FEEDBACK",
     "KEY_RUN_SEED",
     "KEY_SERVER_ROUND",
@@ -21,12 +22,17 @@ __all__ = [
     "METRIC_DOWNLINK_BYTES",
     "METRIC_DOWNLINK_PAYLOAD_BYTES",
     "METRIC_DOWNLINK_REQUESTS",
+    "FAILURE_REASONS",
+    "FEDROT_FAILURES",
     "METRIC_FAILED_REPLIES",
+    "METRIC_FAILED_PREFIX",
+    "MOD_ERROR_PREFIX",
     "METRIC_UPLINK_BYTES",
     "METRIC_UPLINK_PAYLOAD_BYTES",
     "METRIC_UPLINK_REQUESTS",
     "PAYLOAD_ARRAY_KEY",
     "STATE_RESIDUAL",
+    "STATE_RESIDUAL_TAG",
     "STYPE_PREFIX",
     "UPDATE_DELTA",
     "UPDATE_WEIGHTS",
@@ -46,6 +52,10 @@ KEY_SERVER_ROUND = "fedrot.server-round"
 KEY_UPDATE = "fedrot.update"
 #: Whether the client keeps the compression residual for the next round (bool).
 KEY_ERROR_FEEDBACK = "fedrot.error-feedback"
+#: Which arrays of the broadcast record the codec compresses (str): hex of a bit
+#: mask over the record's keys in order, see ``fedrot.records.mask_to_hex``. The
+#: others travel exactly.
+KEY_COMPRESS_MASK = "fedrot.compress-mask"
 
 #: The payload encodes ``local - global`` (every lossy codec).
 UPDATE_DELTA = "delta"
@@ -62,6 +72,10 @@ PAYLOAD_ARRAY_KEY = "fedrot.payload"
 # ------------------------------------------------------------------ client state
 #: ``Context.state`` ArrayRecord key holding the error-feedback residual.
 STATE_RESIDUAL = "fedrot.residual"
+#: ``Context.state`` ConfigRecord key: what the stored residual was made for
+#: (codec, compress mask, length) and in which round; a residual whose tag does
+#: not match the current round's settings is dropped, never applied.
+STATE_RESIDUAL_TAG = "fedrot.residual-tag"
 
 # ------------------------------------------------------------ MetricRecord keys
 #: Protobuf bytes the SuperNodes send to deliver the phase's replies.
@@ -76,5 +90,35 @@ METRIC_DOWNLINK_BYTES = "fedrot.downlink-bytes"
 METRIC_DOWNLINK_PAYLOAD_BYTES = "fedrot.downlink-payload-bytes"
 #: HTTP requests the SuperNodes make to fetch the phase's instructions.
 METRIC_DOWNLINK_REQUESTS = "fedrot.downlink-requests"
-#: Replies the wrapper rejected (corrupt or mismatched payload, missing mod).
+#: Train replies that did not contribute to the aggregate, whatever the reason
+#: (the sum of the per-reason counts below).
 METRIC_FAILED_REPLIES = "fedrot.failed-replies"
+#: Per-reason counts are ``f"{METRIC_FAILED_PREFIX}{reason}"`` for every reason in
+#: :data:`FAILURE_REASONS` (0 included), e.g. ``"fedrot.failed-replies.corrupt"``.
+METRIC_FAILED_PREFIX = "fedrot.failed-replies."
+#: Why a train reply did not count:
+#:
+#: - ``client-exception``: the ClientApp raised, failed to load or crashed;
+#: - ``node-unavailable``: the node or its message went missing (Flower's
+#:   ``NODE_UNAVAILABLE``, ``MESSAGE_UNAVAILABLE``, ``REPLY_MESSAGE_UNAVAILABLE``);
+#: - ``client-mod``: fedrot's client mod refused (settings it cannot follow, a
+#:   non-finite update, a reply that does not match the broadcast model);
+#: - ``no-payload``: the reply carries uncompressed arrays (the mod is missing);
+#: - ``mismatch``: the payload is of another codec, version or size, or the exact
+#:   arrays are missing or misshaped;
+#: - ``corrupt``: the payload fails its checks (CRC, lengths, values);
+#: - ``other-error``: any other error reply.
+FAILURE_REASONS = (
+    "client-exception",
+    "node-unavailable",
+    "client-mod",
+    "no-payload",
+    "mismatch",
+    "corrupt",
+    "other-error",
+)
+#: The reasons fedrot causes: a round whose replies all failed for these raises.
+FEDROT_FAILURES = frozenset({"client-mod", "no-payload", "mismatch", "corrupt"})
+#: Every error reply of the client mod starts with this text (how the server tells
+#: fedrot's refusals from other failures).
+MOD_ERROR_PREFIX = "fedrot compression_mod: "

@@ -132,7 +132,7 @@ def _tree_ids(tree) -> list[str]:
 
 def attribute(exchanges: list[Exchange]) -> dict[tuple[str, int, str], dict[str, int]]:
     """Bytes per (message type, round, "uplink"/"downlink"): protobuf bodies,
-    requests and HTTP header bytes, as defined in ``fedrot.strategies.wire_bytes``."""
+    requests and HTTP header bytes, as defined in ``fedrot.strategies.traffic``."""
     out: dict[tuple[str, int, str], dict[str, int]] = collections.defaultdict(
         lambda: {"bytes": 0, "requests": 0, "headers": 0}
     )

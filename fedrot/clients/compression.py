@@ -2,25 +2,31 @@
 
 Steps for a ``train`` message (every other message type passes through untouched):
 
-1. Read the codec, its parameters, the run seed and the server round from the
-   message's ConfigRecord (written by :class:`fedrot.strategies.CompressedStrategy`).
-2. Remember the layout and values of the received global ArrayRecord.
+1. Read the codec, its parameters, the run seed, the server round and the compress
+   mask from the message's ConfigRecord (written by
+   :class:`fedrot.strategies.CompressedStrategy`).
+2. Remember the layout of the received global ArrayRecord (which arrays the mask
+   flags for compression) and the values of those arrays.
 3. Call the ClientApp (``call_next``).
-4. Flatten the reply's floating arrays to one float32 vector ``x`` and form the
+4. Flatten the reply's flagged arrays to one float32 vector ``x`` and form the
    update ``u = x - global`` (or ``u = x`` for lossless codecs), plus the stored
-   residual when error feedback is on.
+   residual when error feedback is on (only a residual made for the same codec,
+   mask and model size; otherwise it starts from zero).
 5. ``blob = codec.encode(u, seed=round_seed(run_seed, round), client=node_id)``; with
    error feedback, keep ``u - codec.decode(blob, ...)`` in ``context.state``.
 6. Replace the reply's ArrayRecord by ``{"fedrot.payload": Array(blob)}`` plus the
-   non-float arrays, unchanged.
+   arrays that travel exactly (running statistics, counters, non-float arrays) as
+   the ClientApp returned them.
 
 The server inverts these steps in reverse order. Failures never raise: they come
-back as Flower error replies whose reason says how to fix them.
+back as Flower error replies (``MOD_FAILED_PRECONDITION``) whose reason starts with
+:data:`fedrot.constants.MOD_ERROR_PREFIX` and says how to fix them.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -28,6 +34,7 @@ import torch
 from flwr.app import (
     Array,
     ArrayRecord,
+    ConfigRecord,
     Context,
     Error,
     Message,
@@ -42,24 +49,48 @@ import fedrot
 from ..constants import (
     KEY_CODEC,
     KEY_CODEC_PARAMS,
+    KEY_COMPRESS_MASK,
     KEY_ERROR_FEEDBACK,
     KEY_RUN_SEED,
     KEY_SERVER_ROUND,
     KEY_UPDATE,
+    MOD_ERROR_PREFIX,
     PAYLOAD_ARRAY_KEY,
     STATE_RESIDUAL,
+    STATE_RESIDUAL_TAG,
     UPDATE_DELTA,
     UPDATE_WEIGHTS,
 )
-from ..strategies._records import Layout, flatten, payload_array
+from ..records import Layout, flatten, hex_to_mask, payload_array
 
 __all__ = ["CompressionMod", "compression_mod"]
 
-_REQUIRED = (KEY_CODEC, KEY_CODEC_PARAMS, KEY_RUN_SEED, KEY_SERVER_ROUND, KEY_UPDATE)
+_REQUIRED = (
+    KEY_CODEC,
+    KEY_CODEC_PARAMS,
+    KEY_RUN_SEED,
+    KEY_SERVER_ROUND,
+    KEY_UPDATE,
+    KEY_COMPRESS_MASK,
+)
 
 
 class _Misconfigured(Exception):
     """A precondition failed; the message is the error reply's reason."""
+
+
+@dataclass(frozen=True)
+class _Round:
+    """What the mod needs, read from a train message before the ClientApp runs."""
+
+    codec: fedrot.Codec
+    seed: int  # round seed, fedrot.round_seed(run seed, server round)
+    node: int
+    server_round: int
+    layout: Layout
+    reference: np.ndarray | None  # the global compressed arrays (delta updates)
+    feedback: bool
+    tag: str  # what an error-feedback residual must have been made for
 
 
 class CompressionMod:
@@ -102,112 +133,72 @@ class CompressionMod:
         if msg.metadata.message_type.split(".")[0] != MessageType.TRAIN:
             return call_next(msg, ctxt)
         try:
-            codec, run_seed, server_round, update, feedback = self._settings(msg)
-            global_record = _single_record(msg, "the received train message")
-            layout = Layout.of(global_record, exact=update == UPDATE_WEIGHTS)
-            if layout.d == 0 and update == UPDATE_DELTA:
-                raise _Misconfigured(
-                    "the global model has no floating-point arrays to compress "
-                    f"(arrays: {list(layout.keys)}); use the bare strategy instead."
-                )
-            reference = (
-                flatten(global_record, layout) if update == UPDATE_DELTA else None
-            )
+            plan = self._plan(msg)
         except _Misconfigured as exc:
             return _error(msg, str(exc))
-
         out = call_next(msg, ctxt)
         if out.has_error():
             return out
         try:
-            key, local = _reply_record(out)
-            problem = layout.mismatch(local)
-            if problem is not None:
-                raise _Misconfigured(
-                    f"compression_mod cannot encode the reply: {problem}."
-                )
-            if layout.d == 0:
-                return out  # lossless codec and no float16/float32 arrays: all raw
-            vec = flatten(local, layout)
-            if reference is not None:
-                vec = vec - reference
-            if feedback:
-                vec = vec + _residual(ctxt, layout.d)
-            seed = fedrot.round_seed(run_seed, server_round)
-            node = msg.metadata.dst_node_id
-            try:
-                blob = codec.encode(vec, seed=seed, client=node)
-            except ValueError as exc:
-                raise _Misconfigured(
-                    f"compression_mod refused to encode the update of round "
-                    f"{server_round}: {exc} Check the local training (e.g. lower the "
-                    "learning rate) so that it returns finite weights."
-                ) from exc
-            if feedback:
-                decoded = codec.decode(blob, seed=seed, client=node).cpu().numpy()
-                ctxt.state[STATE_RESIDUAL] = ArrayRecord(
-                    {"residual": Array(np.asarray(vec - decoded, dtype=np.float32))}
-                )
+            return _compress_reply(plan, out, ctxt)
         except _Misconfigured as exc:
             return _error(msg, str(exc))
 
-        raw = {k: a for k, a in local.items() if k not in set(layout.float_keys)}
-        compressed = ArrayRecord(
-            {PAYLOAD_ARRAY_KEY: payload_array(codec.name, blob), **raw}
-        )
-        content = RecordDict(dict(out.content.items()))
-        content[key] = compressed
-        out.content = content
-        return out
-
-    def _settings(self, msg: Message) -> tuple[fedrot.Codec, int, int, str, bool]:
-        configs = list(msg.content.config_records.values())
-        config = next((c for c in configs if KEY_CODEC in c), None)
-        if config is None:
-            raise _Misconfigured(
-                f"compression_mod received a train message without {KEY_CODEC!r} in "
-                "its ConfigRecord: the server strategy is not wrapped. Wrap it with "
-                "`fedrot.strategies.CompressedStrategy(strategy, codec=...)`, or "
-                "remove "
-                "compression_mod from the ClientApp's mods."
-            )
-        missing = [k for k in _REQUIRED if k not in config]
-        if missing:
-            raise _Misconfigured(
-                f"compression_mod: the train ConfigRecord lacks {missing}. Use the "
-                "same "
-                "fedrot version on the server and the clients."
-            )
-        name, params_json = config[KEY_CODEC], config[KEY_CODEC_PARAMS]
-        if name not in fedrot.available_codecs():
-            raise _Misconfigured(
-                f"compression_mod: the server asked for codec {name!r}, which this "
-                f"client's fedrot {fedrot.__version__} does not have (it has "
-                f"{fedrot.available_codecs()}). Install the server's fedrot version on "
-                "the clients."
-            )
-        codec = self._codec(str(name), str(params_json))
+    # ------------------------------------------------------------------ steps
+    def _plan(self, msg: Message) -> _Round:
+        """Step 1-2: settings from the ConfigRecord, layout of the global model."""
+        config = _fedrot_config(msg)
+        codec = self._codec(str(config[KEY_CODEC]), str(config[KEY_CODEC_PARAMS]))
         update = config[KEY_UPDATE]
         if update not in (UPDATE_DELTA, UPDATE_WEIGHTS):
             raise _Misconfigured(
-                f"compression_mod: {KEY_UPDATE!r} must be {UPDATE_DELTA!r} or "
-                f"{UPDATE_WEIGHTS!r}. Found {update!r}."
+                f"{KEY_UPDATE!r} must be {UPDATE_DELTA!r} or {UPDATE_WEIGHTS!r}. "
+                f"Found {update!r}."
             )
         feedback = bool(config.get(KEY_ERROR_FEEDBACK, False))
         if feedback and update != UPDATE_DELTA:
             raise _Misconfigured(
-                "compression_mod: error feedback needs delta updates; the server sent "
+                "error feedback needs delta updates; the server sent "
                 f"{KEY_UPDATE!r} = {update!r}."
             )
-        return (
-            codec,
+        global_record = _single_record(msg)
+        mask_hex = str(config[KEY_COMPRESS_MASK])
+        try:
+            layout = Layout.of(global_record, hex_to_mask(mask_hex, len(global_record)))
+        except ValueError as exc:
+            raise _Misconfigured(
+                f"the server's compress mask does not fit the received model: {exc}. "
+                "Use the same fedrot version on the server and the clients."
+            ) from exc
+        if layout.d == 0 and update == UPDATE_DELTA:
+            raise _Misconfigured(
+                "the server flags no array of the global model for compression "
+                f"(arrays: {list(layout.keys)[:6]}); use the bare strategy instead."
+            )
+        run_seed, server_round = (
             int(config[KEY_RUN_SEED]),
             int(config[KEY_SERVER_ROUND]),
-            update,
-            feedback,
+        )
+        reference = flatten(global_record, layout) if update == UPDATE_DELTA else None
+        return _Round(
+            codec=codec,
+            seed=fedrot.round_seed(run_seed, server_round),
+            node=int(msg.metadata.dst_node_id),
+            server_round=server_round,
+            layout=layout,
+            reference=reference,
+            feedback=feedback,
+            tag=f"{codec!r}|{mask_hex}|{layout.d}",
         )
 
     def _codec(self, name: str, params_json: str) -> fedrot.Codec:
+        if name not in fedrot.available_codecs():
+            raise _Misconfigured(
+                f"the server asked for codec {name!r}, which this client's fedrot "
+                f"{fedrot.__version__} does not have (it has "
+                f"{fedrot.available_codecs()}). Install the server's fedrot version on "
+                "the clients."
+            )
         key = (name, params_json)
         if key not in self._codecs:
             try:
@@ -215,18 +206,72 @@ class CompressionMod:
                 self._codecs[key] = fedrot.get_codec(name, **params, device=self.device)
             except (ValueError, TypeError) as exc:
                 raise _Misconfigured(
-                    f"compression_mod cannot build codec {name!r} with parameters "
-                    f"{params_json}: {exc} Use the same fedrot version on both sides."
+                    f"cannot build codec {name!r} with parameters {params_json}: "
+                    f"{exc} Use the same fedrot version on both sides."
                 ) from exc
         return self._codecs[key]
 
 
-def _single_record(msg: Message, where: str) -> ArrayRecord:
+def _compress_reply(plan: _Round, out: Message, ctxt: Context) -> Message:
+    """Steps 4-6: the update vector, its payload, the reply's new ArrayRecord."""
+    key, local = _reply_record(out)
+    layout = plan.layout
+    problem = layout.mismatch(local)
+    if problem is not None:
+        raise _Misconfigured(f"cannot encode the reply: {problem}.")
+    if layout.d == 0:
+        return out  # lossless codec and no float16/float32 arrays: all travel exact
+    vec = flatten(local, layout)
+    if plan.reference is not None:
+        vec = vec - plan.reference
+    if plan.feedback:
+        vec = vec + _residual(ctxt, plan.tag, layout.d)
+    try:
+        blob = plan.codec.encode(vec, seed=plan.seed, client=plan.node)
+    except ValueError as exc:
+        raise _Misconfigured(
+            f"refused to encode the update of round {plan.server_round}: {exc} "
+            "Check the local training (e.g. lower the learning rate) so that it "
+            "returns finite weights."
+        ) from exc
+    if plan.feedback:
+        decoded = plan.codec.decode(blob, seed=plan.seed, client=plan.node)
+        _store_residual(ctxt, plan, vec - decoded.cpu().numpy())
+    exact = {k: local[k] for k in layout.exact_keys}
+    compressed = ArrayRecord(
+        {PAYLOAD_ARRAY_KEY: payload_array(plan.codec.name, blob), **exact}
+    )
+    content = RecordDict(dict(out.content.items()))
+    content[key] = compressed
+    out.content = content
+    return out
+
+
+def _fedrot_config(msg: Message) -> ConfigRecord:
+    configs = list(msg.content.config_records.values())
+    config = next((c for c in configs if KEY_CODEC in c), None)
+    if config is None:
+        raise _Misconfigured(
+            f"received a train message without {KEY_CODEC!r} in its ConfigRecord: "
+            "the server strategy is not wrapped. Wrap it with "
+            "`fedrot.strategies.CompressedStrategy(strategy, codec=...)`, or remove "
+            "compression_mod from the ClientApp's mods."
+        )
+    missing = [k for k in _REQUIRED if k not in config]
+    if missing:
+        raise _Misconfigured(
+            f"the train ConfigRecord lacks {missing}. Use the same fedrot version on "
+            "the server and the clients."
+        )
+    return config
+
+
+def _single_record(msg: Message) -> ArrayRecord:
     records = list(msg.content.array_records.values())
     if len(records) != 1:
         raise _Misconfigured(
-            f"compression_mod needs exactly one ArrayRecord in {where}; found "
-            f"{len(records)}."
+            "needs exactly one ArrayRecord (the global model) in the received train "
+            f"message; found {len(records)}."
         )
     return records[0]
 
@@ -235,26 +280,40 @@ def _reply_record(out: Message) -> tuple[str, ArrayRecord]:
     items = list(out.content.array_records.items())
     if len(items) != 1:
         raise _Misconfigured(
-            "compression_mod needs the ClientApp's train reply to hold exactly one "
-            f"ArrayRecord (the local model); found {len(items)}. Return "
+            "needs the ClientApp's train reply to hold exactly one ArrayRecord (the "
+            f"local model); found {len(items)}. Return "
             "RecordDict({'arrays': ArrayRecord(...), 'metrics': MetricRecord(...)})."
         )
     return items[0]
 
 
-def _residual(ctxt: Context, d: int) -> np.ndarray:
-    """The stored error-feedback residual, or zeros if none fits length ``d``."""
+def _residual(ctxt: Context, tag: str, d: int) -> np.ndarray:
+    """The stored error-feedback residual, or zeros when it was made for another
+    codec, compress mask or model size (a node that restarted or a changed run
+    starts over instead of applying a residual that does not belong to it)."""
     record = ctxt.state.array_records.get(STATE_RESIDUAL)
-    if record is not None and "residual" in record:
-        res = record["residual"].numpy()
-        if res.shape == (d,):
-            return res
-    return np.zeros(d, dtype=np.float32)
+    meta = ctxt.state.config_records.get(STATE_RESIDUAL_TAG)
+    if record is None or meta is None or meta.get("tag") != tag:
+        return np.zeros(d, dtype=np.float32)
+    res = record["residual"].numpy() if "residual" in record else None
+    if res is None or res.shape != (d,):
+        return np.zeros(d, dtype=np.float32)
+    return res
+
+
+def _store_residual(ctxt: Context, plan: _Round, residual: np.ndarray) -> None:
+    ctxt.state[STATE_RESIDUAL] = ArrayRecord(
+        {"residual": Array(np.asarray(residual, dtype=np.float32))}
+    )
+    ctxt.state[STATE_RESIDUAL_TAG] = ConfigRecord(
+        {"tag": plan.tag, "round": plan.server_round}
+    )
 
 
 def _error(msg: Message, reason: str) -> Message:
     return Message(
-        Error(code=ErrorCode.MOD_FAILED_PRECONDITION, reason=reason), reply_to=msg
+        Error(code=ErrorCode.MOD_FAILED_PRECONDITION, reason=MOD_ERROR_PREFIX + reason),
+        reply_to=msg,
     )
 
 

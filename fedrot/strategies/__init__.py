@@ -16,6 +16,6 @@ except ImportError as exc:  # the core installs without Flower
     ) from exc
 
 from .compressed import CompressedStrategy
-from .wire_bytes import WireBytes, instruction_bytes, reply_bytes
+from .traffic import Traffic, instruction_bytes, reply_bytes
 
-__all__ = ["CompressedStrategy", "WireBytes", "instruction_bytes", "reply_bytes"]
+__all__ = ["CompressedStrategy", "Traffic", "instruction_bytes", "reply_bytes"]

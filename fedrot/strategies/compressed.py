@@ -7,24 +7,35 @@ as a Flower 1.41 message-API strategy wrapper, in the shape of Flower's
 
 Per round:
 
-1. ``configure_train`` copies the train ConfigRecord, adds the codec, its parameters,
-   the run seed and the round, keeps the broadcast global arrays and delegates.
-2. The client mod (:data:`fedrot.clients.compression_mod`) sends one payload Array.
-3. ``aggregate_train`` inverts the client steps in reverse order: decode each payload
-   with ``seed = round_seed(run_seed, round)`` and ``client = src_node_id`` into
-   ``global + delta`` (lossless codecs: the weights themselves), rebuild the arrays
-   and delegate to the inner strategy. For plain weighted means (FedAvg, FedAvgM,
-   FedProx, FedAdam, FedYogi, FedAdagrad) with a lossy codec, one
+1. ``configure_train`` fixes the run's :class:`~fedrot.records.ModelSpec` from the
+   first model it sees and casts every broadcast back to those dtypes; it decides
+   which arrays the codec compresses (trainable floating parameters; running
+   statistics, counters and non-float arrays travel exactly), copies the train
+   ConfigRecord, adds the codec, its parameters, the run seed, the round and the
+   compress mask, keeps the broadcast arrays and delegates.
+2. The client mod (:data:`fedrot.clients.compression_mod`) sends one payload Array
+   plus the exact arrays.
+3. ``aggregate_train`` inverts the client steps in reverse order: it checks every
+   payload's header against the broadcast layout before decoding anything, decodes
+   each payload with ``seed = round_seed(run_seed, round)`` and ``client =
+   src_node_id`` into ``global + delta`` (lossless codecs: the weights themselves),
+   rebuilds the arrays and delegates to the inner strategy. For plain weighted means
+   (FedAvg, FedAvgM, FedProx, FedAdam, FedYogi, FedAdagrad) with a lossy codec, one
    ``codec.aggregate`` call computes the mean update instead (QUIC-FL: one inverse
    rotation per round) and every reply carries that mean into the inner strategy.
-4. Bytes on the wire of both phases are added to the returned MetricRecords.
+   The aggregate is cast back to the run's dtypes.
+4. Every train reply that did not count is counted by reason; a round that fedrot
+   lost entirely raises with the fix. Bytes on the wire of both phases are added
+   to the returned MetricRecords.
 """
 
 from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from logging import ERROR, INFO, WARNING
 from typing import Any
 
@@ -38,6 +49,7 @@ from flwr.app import (
     MetricRecord,
     RecordDict,
 )
+from flwr.common import log
 from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import (
@@ -49,13 +61,16 @@ from flwr.serverapp.strategy import (
     FedYogi,
     Strategy,
 )
-from flwr.supercore import log
 
 import fedrot
 
+from .. import wire
 from ..constants import (
+    FAILURE_REASONS,
+    FEDROT_FAILURES,
     KEY_CODEC,
     KEY_CODEC_PARAMS,
+    KEY_COMPRESS_MASK,
     KEY_ERROR_FEEDBACK,
     KEY_RUN_SEED,
     KEY_SERVER_ROUND,
@@ -63,22 +78,28 @@ from ..constants import (
     METRIC_DOWNLINK_BYTES,
     METRIC_DOWNLINK_PAYLOAD_BYTES,
     METRIC_DOWNLINK_REQUESTS,
+    METRIC_FAILED_PREFIX,
     METRIC_FAILED_REPLIES,
     METRIC_UPLINK_BYTES,
     METRIC_UPLINK_PAYLOAD_BYTES,
     METRIC_UPLINK_REQUESTS,
+    MOD_ERROR_PREFIX,
     UPDATE_DELTA,
     UPDATE_WEIGHTS,
 )
-from ._records import (
+from ..records import (
+    DEFAULT_EXACT_KEYS,
     Layout,
+    ModelSpec,
     assemble,
     flatten,
     float_arrays,
+    mask_to_hex,
     payload_stype,
+    select_compressed,
     split_reply,
 )
-from .wire_bytes import WireBytes, instruction_bytes, reply_bytes
+from .traffic import Traffic, instruction_bytes, reply_bytes
 
 __all__ = ["CompressedStrategy"]
 
@@ -86,7 +107,63 @@ __all__ = ["CompressedStrategy"]
 #: replies' arrays (exact types: a subclass may change the aggregation).
 _WEIGHTED_MEAN = (FedAvg, FedAvgM, FedProx, FedAdam, FedYogi, FedAdagrad)
 _MAX_SEED = 2**63 - 1  # ConfigRecord ints are signed 64-bit
-_NO_PAYLOAD = "it carries no fedrot payload"
+_CLIENT_EXCEPTION = {
+    ErrorCode.LOAD_CLIENT_APP_EXCEPTION,
+    ErrorCode.CLIENT_APP_RAISED_EXCEPTION,
+    ErrorCode.CLIENT_APP_CRASHED,
+}
+_NODE_UNAVAILABLE = {
+    ErrorCode.NODE_UNAVAILABLE,
+    ErrorCode.MESSAGE_UNAVAILABLE,
+    ErrorCode.REPLY_MESSAGE_UNAVAILABLE,
+}
+#: What to do when every reply of a round failed for one fedrot reason.
+_FIXES = {
+    "no-payload": "Add the client mod first in the ClientApp's mods: "
+    "`ClientApp(mods=[fedrot.clients.compression_mod])`.",
+    "client-mod": "The clients' reasons above say what to change.",
+    "mismatch": "Run the same fedrot version and codec settings on the server and "
+    "the clients, and return the received model's arrays from the ClientApp.",
+    "corrupt": "Run the same fedrot version on the server and the clients; payloads "
+    "that fail their checks on every client point to a version or transport problem.",
+}
+
+
+@dataclass(frozen=True)
+class _Failure:
+    reason: str  # one of FAILURE_REASONS
+    problem: str
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """A reply that passed the checks: where its payload and exact arrays are."""
+
+    index: int
+    key: str
+    blob: bytes
+    exact: dict[str, Array]
+    node: int
+
+
+def _check_keys(name: str, patterns: Sequence[str] | None) -> tuple[str, ...] | None:
+    if patterns is None:
+        return None
+    if isinstance(patterns, str) or not all(isinstance(p, str) for p in patterns):
+        raise TypeError(
+            f"`{name}` must be a list of fnmatch patterns such as ['*running_var']. "
+            f"Found {patterns!r}."
+        )
+    return tuple(patterns)
+
+
+def _contains_compressed(strategy: Strategy) -> bool:
+    inner: Any = strategy
+    while inner is not None:
+        if isinstance(inner, CompressedStrategy):
+            return True
+        inner = getattr(inner, "strategy", None)
+    return False
 
 
 class CompressedStrategy(Strategy):
@@ -98,16 +175,25 @@ class CompressedStrategy(Strategy):
     Parameters
     ----------
     strategy : flwr.serverapp.strategy.Strategy
-        The strategy that aggregates the decoded arrays.
+        The strategy that aggregates the decoded arrays. It must not contain a
+        CompressedStrategy itself.
     codec : str, default "eden"
         One of ``fedrot.available_codecs()``. ``"fp32"`` is lossless: the clients
         send their float32 weights and the aggregate equals the bare strategy's
-        bit for bit.
+        bit for bit (cast to the model's dtypes).
     seed : int, default 0
         Run seed in 0..2**63-1; round ``r`` uses ``fedrot.round_seed(seed, r)``.
     error_feedback : bool, default False
         Clients add the previous round's compression error to the next update
         (for biased codecs: DRIVE ``scale="biased"``, ``topk``, ``signsgd``).
+    exact_keys : sequence of str, default ("*running_mean", "*running_var",
+        "*num_batches_tracked")
+        ``fnmatch`` patterns of floating arrays that travel exactly instead of
+        through the codec (non-float arrays always do). Pass ``()`` to compress
+        every floating array.
+    compress_keys : sequence of str or None, default None
+        If given, only floating arrays matching one of these patterns (and no
+        ``exact_keys`` pattern) are compressed.
     fast_path : bool or None, default None
         Aggregate with one ``codec.aggregate`` call. None: whenever the inner
         strategy is one of FedAvg, FedAvgM, FedProx, FedAdam, FedYogi, FedAdagrad
@@ -124,9 +210,19 @@ class CompressedStrategy(Strategy):
     ------
     ValueError
         For an unknown codec or codec parameter (the message lists the valid ones),
-        a seed out of range, or an impossible combination.
+        a seed out of range, a nested CompressedStrategy, or an impossible
+        combination.
     TypeError
-        If ``strategy`` is not a message-API ``Strategy``.
+        If ``strategy`` is not a message-API ``Strategy`` or a key pattern list is
+        not a list of strings.
+
+    Notes
+    -----
+    Which arrays are compressed is decided once per run, from the first model
+    the strategy broadcasts (its keys and dtypes) and the key patterns; it does not
+    follow dtypes an inner strategy's aggregation produces. Every broadcast is cast
+    back to the first model's dtypes (integer buffers truncated as
+    ``torch.Tensor.copy_`` does when Flower's state dict is loaded into a model).
 
     Examples
     --------
@@ -143,6 +239,8 @@ class CompressedStrategy(Strategy):
         codec: str = "eden",
         seed: int = 0,
         error_feedback: bool = False,
+        exact_keys: Sequence[str] = DEFAULT_EXACT_KEYS,
+        compress_keys: Sequence[str] | None = None,
         fast_path: bool | None = None,
         count_bytes: bool = True,
         device: str = "cpu",
@@ -152,6 +250,12 @@ class CompressedStrategy(Strategy):
             raise TypeError(
                 "`strategy` must be a flwr.serverapp.strategy.Strategy (message API), "
                 f"e.g. FedAvg(). Found {type(strategy).__name__}."
+            )
+        if _contains_compressed(strategy):
+            raise ValueError(
+                "`strategy` already contains a CompressedStrategy; wrapping it again "
+                "would compress twice with one client mod. Wrap the plain strategy "
+                "once."
             )
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
             raise TypeError(f"`seed` must be an int. Found {type(seed).__name__}.")
@@ -164,7 +268,7 @@ class CompressedStrategy(Strategy):
         self.strategy = strategy
         self.codec = fedrot.get_codec(codec, device=device, **codec_params)
         self.seed = int(seed)
-        self.lossless = self.codec.info(1).expected_vnmse == 0.0
+        self.lossless = bool(self.codec.lossless)
         self.update = UPDATE_WEIGHTS if self.lossless else UPDATE_DELTA
         if error_feedback and self.lossless:
             raise ValueError(
@@ -173,6 +277,8 @@ class CompressedStrategy(Strategy):
                 "error_feedback=False."
             )
         self.error_feedback = bool(error_feedback)
+        self.exact_keys = _check_keys("exact_keys", exact_keys) or ()
+        self.compress_keys = _check_keys("compress_keys", compress_keys)
         mean_inner = type(strategy) in _WEIGHTED_MEAN
         if fast_path and not mean_inner:
             raise ValueError(
@@ -189,10 +295,21 @@ class CompressedStrategy(Strategy):
             mean_inner and not self.lossless if fast_path is None else bool(fast_path)
         )
         self.count_bytes = bool(count_bytes)
+        # fp16's bias is its rounding (relative 2**-11), not worth a residual
+        if not self.codec.unbiased and self.codec.name != "fp16" and not error_feedback:
+            log(
+                WARNING,
+                "fedrot: codec %r is biased; without error feedback its error "
+                "accumulates over rounds. Pass error_feedback=True to "
+                "CompressedStrategy.",
+                self.codec,
+            )
+        self._spec: ModelSpec | None = None
+        self._mask: tuple[bool, ...] | None = None
         self._global: ArrayRecord | None = None
         self._layout: Layout | None = None
         self._round: int | None = None
-        self._downlink: dict[str, WireBytes] = {}
+        self._downlink: dict[str, Traffic] = {}
 
     # ------------------------------------------------------------------ Strategy
     def summary(self) -> None:
@@ -202,6 +319,9 @@ class CompressedStrategy(Strategy):
         log(INFO, "\t│\t├── Update sent: %s", self.update)
         log(INFO, "\t│\t├── Run seed: %d", self.seed)
         log(INFO, "\t│\t├── Error feedback: %s", self.error_feedback)
+        log(INFO, "\t│\t├── Exact keys: %s", list(self.exact_keys))
+        if self.compress_keys is not None:
+            log(INFO, "\t│\t├── Compressed keys: %s", list(self.compress_keys))
         log(INFO, "\t│\t├── Fast path (codec.aggregate): %s", self.fast_path)
         log(INFO, "\t│\t└── Count bytes on the wire: %s", self.count_bytes)
         log(INFO, "\t└──> Inner strategy: %s", type(self.strategy).__name__)
@@ -211,11 +331,14 @@ class CompressedStrategy(Strategy):
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         """Add the codec settings to a copy of ``config`` and delegate."""
-        layout = Layout.of(arrays, exact=self.lossless)
+        arrays = self._follow_spec(arrays, new_run=server_round == 1)
+        assert self._mask is not None  # set by _follow_spec
+        layout = Layout.of(arrays, self._mask)
         if layout.d == 0 and not self.lossless:
             raise ValueError(
-                "`arrays` holds no floating-point numpy arrays to compress (keys "
-                f"{list(layout.keys)}); use the bare strategy."
+                "`arrays` holds no floating-point array to compress (keys "
+                f"{list(layout.keys)[:6]}, exact_keys {list(self.exact_keys)}); use "
+                "the bare strategy or change exact_keys / compress_keys."
             )
         config = ConfigRecord(dict(config.items()))
         config[KEY_CODEC] = self.codec.name
@@ -224,6 +347,7 @@ class CompressedStrategy(Strategy):
         config[KEY_SERVER_ROUND] = server_round
         config[KEY_UPDATE] = self.update
         config[KEY_ERROR_FEEDBACK] = self.error_feedback
+        config[KEY_COMPRESS_MASK] = mask_to_hex(self._mask)
         self._global, self._layout, self._round = arrays, layout, server_round
         messages = list(
             self.strategy.configure_train(server_round, arrays, config, grid)
@@ -234,7 +358,15 @@ class CompressedStrategy(Strategy):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Decode the compressed replies, delegate, and add the byte metrics."""
+        """Decode the compressed replies, delegate, and add the round's metrics.
+
+        Raises
+        ------
+        RuntimeError
+            If called without ``configure_train`` for the round, or if no reply
+            counted and every failure was fedrot's (mod missing, settings mismatch,
+            payloads failing their checks); the message says how to fix it.
+        """
         replies = list(replies)
         if self._global is None or self._layout is None or self._round != server_round:
             raise RuntimeError(
@@ -243,17 +375,24 @@ class CompressedStrategy(Strategy):
                 "arrays it broadcast to decode the replies."
             )
         uplink = self._replies_bytes(replies)
-        decoded, failed = self._decode_replies(server_round, replies)
+        decoded, failures = self._decode_replies(server_round, replies)
+        _raise_if_fedrot_lost(server_round, failures, len(replies))
         arrays, metrics = self.strategy.aggregate_train(server_round, decoded)
+        if arrays is not None and self._spec is not None:
+            arrays = self._spec.cast(arrays)
         out = MetricRecord() if metrics is None else MetricRecord(dict(metrics.items()))
-        self._add_bytes(out, uplink, self._downlink.pop("train", WireBytes()))
-        out[METRIC_FAILED_REPLIES] = failed
+        self._add_bytes(out, uplink, self._downlink.pop("train", Traffic()))
+        counts = Counter(f.reason for f in failures)
+        out[METRIC_FAILED_REPLIES] = len(failures)
+        for reason in FAILURE_REASONS:
+            out[METRIC_FAILED_PREFIX + reason] = counts[reason]
         return arrays, out
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        """Delegate (evaluation messages are not compressed) and count their bytes."""
+        """Delegate with the arrays in the run's dtypes and count the bytes."""
+        arrays = self._follow_spec(arrays, new_run=False)
         messages = list(
             self.strategy.configure_evaluate(server_round, arrays, config, grid)
         )
@@ -270,68 +409,143 @@ class CompressedStrategy(Strategy):
         if not self.count_bytes:
             return metrics
         out = MetricRecord() if metrics is None else MetricRecord(dict(metrics.items()))
-        self._add_bytes(out, uplink, self._downlink.pop("evaluate", WireBytes()))
+        self._add_bytes(out, uplink, self._downlink.pop("evaluate", Traffic()))
         return out
+
+    # -------------------------------------------------------------- model spec
+    def _follow_spec(self, arrays: ArrayRecord, *, new_run: bool) -> ArrayRecord:
+        """``arrays`` in the run's dtypes; the first model of a run sets the spec."""
+        if self._spec is None or new_run:
+            self._spec = ModelSpec.of(arrays)
+            self._mask = select_compressed(
+                arrays,
+                exact_keys=self.exact_keys,
+                compress_keys=self.compress_keys,
+                lossless=self.lossless,
+            )
+            return arrays
+        return self._spec.cast(arrays)
 
     # ------------------------------------------------------------------ decoding
     def _decode_replies(
         self, server_round: int, replies: list[Message]
-    ) -> tuple[list[Message], int]:
-        """Replies with decoded arrays (or turned into failures); failure count."""
+    ) -> tuple[list[Message], list[_Failure]]:
+        """Replies with decoded arrays (failed ones as error replies); failures."""
         assert self._global is not None and self._layout is not None  # set by caller
-        layout, seed = self._layout, fedrot.round_seed(self.seed, server_round)
-        stype = payload_stype(self.codec.name)
-        out: list[Message | None] = [None] * len(replies)
-        todo: list[tuple[int, str, bytes, dict[str, Array]]] = []
-        failed = no_mod = 0
-        for i, msg in enumerate(replies):
-            if msg.has_error() or layout.d == 0:
-                # failed on the client: passes through as a failure; d == 0 (lossless
-                # codec, no float16/float32 arrays): the reply travels raw
-                out[i] = msg
-                continue
-            problem, entry = _payload_of(msg, stype)
-            if entry is not None:
-                missing = [k for k in layout.keys if k not in layout.float_keys]
-                missing = [k for k in missing if k not in entry[2]]
-                if missing:
-                    problem, entry = f"the reply lacks the raw arrays {missing}", None
-            if entry is None:
-                out[i] = self._fail(msg, str(problem))
-                failed += 1
-                no_mod += str(problem).startswith(_NO_PAYLOAD)
-            else:
-                todo.append((i, *entry))
-        if no_mod and not todo and no_mod == failed:
-            raise RuntimeError(
-                f"None of the {no_mod} train replies of round {server_round} carries a "
-                "fedrot payload: the ClientApp does not compress. Add the mod: "
-                "`ClientApp(mods=[fedrot.clients.compression_mod])`."
-            )
+        seed = fedrot.round_seed(self.seed, server_round)
+        out: list[Message] = list(replies)
+        failures: list[_Failure] = []
+        entries: list[_Entry] = []
 
-        mean = self._fast_mean(replies, todo, seed) if self.fast_path and todo else None
-        mean_floats = float_arrays(mean, layout) if mean is not None else None
+        def fail(i: int, failure: _Failure) -> None:
+            failures.append(failure)
+            if not replies[i].has_error():
+                out[i] = self._reject(replies[i], failure.problem)
+
+        for i, msg in enumerate(replies):
+            checked = self._check_reply(msg)
+            if isinstance(checked, _Failure):
+                fail(i, checked)
+            elif checked is not None:
+                entries.append(
+                    _Entry(
+                        i, checked[0], checked[1], checked[2], msg.metadata.src_node_id
+                    )
+                )
+        if not entries:
+            return out, failures
+        mean = self._fast_mean(replies, entries, seed) if self.fast_path else None
         reference = (
-            flatten(self._global, layout) if self.update == UPDATE_DELTA else None
+            flatten(self._global, self._layout) if self.update == UPDATE_DELTA else None
         )
-        for i, key, blob, raw in todo:
-            msg = replies[i]
-            if mean_floats is not None:
-                floats = mean_floats
+        for entry in entries:
+            if mean is not None:
+                floats = mean
             else:
                 try:
-                    vec = self._decode_one(blob, seed, msg.metadata.src_node_id)
-                except fedrot.PayloadError as exc:
-                    out[i] = self._fail(msg, f"corrupt or mismatched payload: {exc}")
-                    failed += 1
+                    vec = self._decode_one(entry.blob, seed, entry.node)
+                except (fedrot.PayloadError, RuntimeError, MemoryError) as exc:
+                    fail(entry.index, _Failure("corrupt", f"corrupt payload: {exc}"))
                     continue
                 floats = float_arrays(
-                    vec if reference is None else reference + vec, layout
+                    vec if reference is None else reference + vec, self._layout
                 )
+            msg = replies[entry.index]
             content = RecordDict(dict(msg.content.items()))
-            content[key] = assemble(layout, floats, raw)
-            out[i] = Message(metadata=copy.copy(msg.metadata), content=content)
-        return [m for m in out if m is not None], failed
+            content[entry.key] = assemble(self._layout, floats, entry.exact)
+            out[entry.index] = Message(
+                metadata=copy.copy(msg.metadata), content=content
+            )
+        return out, failures
+
+    def _check_reply(
+        self, msg: Message
+    ) -> _Failure | tuple[str, bytes, dict[str, Array]] | None:
+        """A failure, None (a lossless reply with nothing packed: passes as it is),
+        or (record key, payload, exact arrays) of a reply whose header fits."""
+        assert self._layout is not None and self._spec is not None
+        if msg.has_error():
+            return _Failure(_error_reason(msg), msg.error.reason)
+        layout = self._layout
+        records = list(msg.content.array_records.items())
+        if len(records) != 1:
+            return _Failure(
+                "mismatch", f"it holds {len(records)} ArrayRecords instead of 1"
+            )
+        key, record = records[0]
+        if layout.d == 0:
+            problem = self._spec.mismatch(record)
+            return None if problem is None else _Failure("mismatch", problem)
+        payload, exact = split_reply(record)
+        if payload is None:
+            return _Failure(
+                "no-payload",
+                "it carries no fedrot payload (uncompressed arrays "
+                f"{list(record.keys())[:4]}). Add `fedrot.clients.compression_mod` "
+                "first in the ClientApp's mods",
+            )
+        stype = payload_stype(self.codec.name)
+        if payload.stype != stype:
+            return _Failure(
+                "mismatch",
+                f"its payload has stype {payload.stype!r} but this server expects "
+                f"{stype!r}; run the same codec and fedrot version on both sides",
+            )
+        problem = self._exact_mismatch(exact)
+        if problem is not None:
+            return _Failure("mismatch", problem)
+        try:
+            header, _ = wire.parse(payload.data)
+        except fedrot.PayloadError as exc:
+            return _Failure("corrupt", f"corrupt payload: {exc}")
+        if header.d != layout.d:
+            # checked before decoding: a forged d never reaches an allocation
+            return _Failure(
+                "mismatch",
+                f"the payload holds d = {header.d} values but the broadcast model has "
+                f"{layout.d} compressed parameters",
+            )
+        return key, payload.data, exact
+
+    def _exact_mismatch(self, exact: dict[str, Array]) -> str | None:
+        """Why the exact arrays of a reply do not fit the broadcast, or None."""
+        assert self._layout is not None and self._spec is not None
+        want = self._layout.exact_keys
+        if tuple(exact) != want:
+            missing = [k for k in want if k not in exact]
+            extra = [k for k in exact if k not in want]
+            return (
+                f"the reply's exact arrays do not match the broadcast: missing "
+                f"{missing[:4]}, unexpected {extra[:4]}"
+            )
+        shapes = dict(zip(self._spec.keys, self._spec.shapes, strict=True))
+        for k, arr in exact.items():
+            if tuple(int(s) for s in arr.shape) != shapes[k]:
+                return (
+                    f"exact array {k!r} has shape {list(arr.shape)}, the model has "
+                    f"{list(shapes[k])}"
+                )
+        return None
 
     def _decode_one(self, blob: bytes, seed: int, node: int) -> np.ndarray:
         assert self._layout is not None
@@ -339,22 +553,20 @@ class CompressedStrategy(Strategy):
         if vec.shape != (self._layout.d,):
             raise fedrot.PayloadError(
                 f"the payload holds {vec.shape[0]} values but the global model has "
-                f"{self._layout.d} float parameters"
+                f"{self._layout.d} compressed parameters"
             )
         return vec
 
     def _fast_mean(
-        self,
-        replies: list[Message],
-        todo: list[tuple[int, str, bytes, dict[str, Array]]],
-        seed: int,
-    ) -> np.ndarray | None:
-        """``global + codec.aggregate(deltas)``, or None to decode one by one."""
+        self, replies: list[Message], entries: list[_Entry], seed: int
+    ) -> dict[str, Array] | None:
+        """The arrays of ``global + codec.aggregate(deltas)``, or None to decode
+        the replies one by one."""
         assert self._global is not None and self._layout is not None
         weight_key = getattr(self.strategy, "weighted_by_key", "num-examples")
         weights = []
-        for i, *_ in todo:
-            metrics = list(replies[i].content.metric_records.values())
+        for entry in entries:
+            metrics = list(replies[entry.index].content.metric_records.values())
             value = metrics[0].get(weight_key) if len(metrics) == 1 else None
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 return None  # let the inner strategy report the malformed reply
@@ -363,20 +575,20 @@ class CompressedStrategy(Strategy):
             return None
         try:
             mean = self.codec.aggregate(
-                [blob for _, _, blob, _ in todo],
+                [e.blob for e in entries],
                 seed=seed,
-                clients=[replies[i].metadata.src_node_id for i, *_ in todo],
+                clients=[e.node for e in entries],
                 weights=weights,
             )
-        except fedrot.PayloadError as exc:
+        except (fedrot.PayloadError, RuntimeError, MemoryError) as exc:
             log(WARNING, "fedrot fast path: %s; decoding the replies one by one", exc)
             return None
         vec = mean.cpu().numpy()
         if vec.shape != (self._layout.d,):
             return None
-        return flatten(self._global, self._layout) + vec
+        return float_arrays(flatten(self._global, self._layout) + vec, self._layout)
 
-    def _fail(self, msg: Message, problem: str) -> Message:
+    def _reject(self, msg: Message, problem: str) -> Message:
         node = msg.metadata.src_node_id
         reason = f"fedrot rejected the train reply of node {node}: {problem}"
         log(ERROR, "%s", reason)
@@ -386,17 +598,17 @@ class CompressedStrategy(Strategy):
         )
 
     # ------------------------------------------------------------- byte counting
-    def _instructions_bytes(self, messages: list[Message]) -> WireBytes:
+    def _instructions_bytes(self, messages: list[Message]) -> Traffic:
         if not self.count_bytes:
-            return WireBytes()
-        return sum((instruction_bytes(m) for m in messages), WireBytes())
+            return Traffic()
+        return sum((instruction_bytes(m) for m in messages), Traffic())
 
-    def _replies_bytes(self, replies: list[Message]) -> WireBytes:
+    def _replies_bytes(self, replies: list[Message]) -> Traffic:
         if not self.count_bytes:
-            return WireBytes()
-        return sum((reply_bytes(m) for m in replies), WireBytes())
+            return Traffic()
+        return sum((reply_bytes(m) for m in replies), Traffic())
 
-    def _add_bytes(self, out: MetricRecord, up: WireBytes, down: WireBytes) -> None:
+    def _add_bytes(self, out: MetricRecord, up: Traffic, down: Traffic) -> None:
         if not self.count_bytes:
             return
         out[METRIC_UPLINK_BYTES] = up.message_bytes
@@ -407,25 +619,34 @@ class CompressedStrategy(Strategy):
         out[METRIC_DOWNLINK_REQUESTS] = down.requests
 
 
-def _payload_of(
-    msg: Message, stype: str
-) -> tuple[str | None, tuple[str, bytes, dict[str, Array]] | None]:
-    """(problem, None) or (None, (record key, payload bytes, raw arrays))."""
-    records = list(msg.content.array_records.items())
-    if len(records) != 1:
-        return f"it holds {len(records)} ArrayRecords instead of 1", None
-    key, record = records[0]
-    payload, raw = split_reply(record)
-    if payload is None:
-        return (
-            f"{_NO_PAYLOAD} (uncompressed arrays {list(record.keys())[:4]}). Add "
-            "`fedrot.clients.compression_mod` first in the ClientApp's mods",
-            None,
-        )
-    if payload.stype != stype:
-        return (
-            f"its payload has stype {payload.stype!r} but this server expects "
-            f"{stype!r}; run the same codec and fedrot version on both sides",
-            None,
-        )
-    return None, (key, payload.data, raw)
+def _error_reason(msg: Message) -> str:
+    """The failure reason of an error reply (see ``FAILURE_REASONS``)."""
+    code, text = msg.error.code, msg.error.reason or ""
+    if code == ErrorCode.MOD_FAILED_PRECONDITION and text.startswith(MOD_ERROR_PREFIX):
+        return "client-mod"
+    if code in _CLIENT_EXCEPTION:
+        return "client-exception"
+    if code in _NODE_UNAVAILABLE:
+        return "node-unavailable"
+    return "other-error"
+
+
+def _raise_if_fedrot_lost(
+    server_round: int, failures: list[_Failure], n_replies: int
+) -> None:
+    """Raise when no reply counted and every failure was fedrot's own."""
+    if not failures or len(failures) != n_replies:
+        return
+    if not all(f.reason in FEDROT_FAILURES for f in failures):
+        return
+    first: dict[str, str] = {}
+    for f in failures:
+        first.setdefault(f.reason, f.problem)
+    details = "; ".join(
+        f"{r} x{sum(f.reason == r for f in failures)}: {p}" for r, p in first.items()
+    )
+    fixes = " ".join(_FIXES[r] for r in first)
+    raise RuntimeError(
+        f"All {n_replies} train replies of round {server_round} failed because of "
+        f"fedrot, so the model cannot change ({details}). {fixes}"
+    )

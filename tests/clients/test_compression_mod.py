@@ -20,9 +20,11 @@ from flwr.common.constant import ErrorCode
 
 import fedrot
 from fedrot.clients import CompressionMod, compression_mod
+from fedrot.records import DEFAULT_EXACT_KEYS, mask_to_hex, select_compressed
 from fedrot.constants import (
     KEY_CODEC,
     KEY_CODEC_PARAMS,
+    KEY_COMPRESS_MASK,
     KEY_ERROR_FEEDBACK,
     KEY_RUN_SEED,
     KEY_SERVER_ROUND,
@@ -48,9 +50,17 @@ def _config(
     feedback: bool = False,
     run_seed: int = 7,
     server_round: int = 1,
+    buffer: bool = True,
     **params,
 ) -> ConfigRecord:
+    """The train config a CompressedStrategy sends for ``make_arrays(_, buffer)``."""
     c = fedrot.get_codec(codec, **params)
+    mask = select_compressed(
+        make_arrays(0, buffer=buffer),
+        exact_keys=DEFAULT_EXACT_KEYS,
+        compress_keys=None,
+        lossless=c.lossless,
+    )
     return ConfigRecord(
         {
             "lr": 0.1,
@@ -60,6 +70,7 @@ def _config(
             KEY_SERVER_ROUND: server_round,
             KEY_UPDATE: update,
             KEY_ERROR_FEEDBACK: feedback,
+            KEY_COMPRESS_MASK: mask_to_hex(mask),
         }
     )
 
@@ -260,7 +271,9 @@ def test_error_feedback_keeps_the_residual_and_telescopes() -> None:
     keys = ("fc.weight", "fc.bias", "head.weight")
     for rnd in (1, 2, 3):
         local = perturb(global_arrays, rnd)
-        config = _config("topk", feedback=True, server_round=rnd, fraction=0.05)
+        config = _config(
+            "topk", feedback=True, server_round=rnd, fraction=0.05, buffer=False
+        )
         out, _ = _run(config, global_arrays, local, ctxt=ctxt)
         assert not out.has_error()
         decoded_sum = decoded_sum + codec.decode(

@@ -37,12 +37,14 @@ from fedrot.constants import (
     KEY_RUN_SEED,
     METRIC_DOWNLINK_BYTES,
     METRIC_DOWNLINK_PAYLOAD_BYTES,
+    METRIC_FAILED_PREFIX,
     METRIC_FAILED_REPLIES,
     METRIC_UPLINK_BYTES,
     METRIC_UPLINK_PAYLOAD_BYTES,
     METRIC_UPLINK_REQUESTS,
     PAYLOAD_ARRAY_KEY,
 )
+from fedrot.records import ModelSpec
 from fedrot.strategies import CompressedStrategy, instruction_bytes, reply_bytes
 
 WEIGHTS = {NODE_IDS[0]: 10.0, NODE_IDS[1]: 30.0, NODE_IDS[2]: 20.0}
@@ -116,7 +118,8 @@ def test_fp32_path_is_bit_identical_to_bare_strategy(name: str) -> None:
     """Two rounds (stateful FedOpt / DP included): aggregates equal with atol = 0."""
     bare, wrapped = INNER[name](), CompressedStrategy(INNER[name](), codec="fp32")
     arrays_bare = arrays_wrapped = make_arrays(0)
-    for rnd in (1, 2):
+    spec = ModelSpec.of(arrays_bare)
+    for rnd in (1, 2, 3):
         # fresh local records per run: FedMedian pops arrays out of the replies
         local = _locals(arrays_bare, step=0.05 * rnd)
         out_bare, metrics_bare = bare.aggregate_train(
@@ -127,7 +130,8 @@ def test_fp32_path_is_bit_identical_to_bare_strategy(name: str) -> None:
             rnd, _round(wrapped, arrays_wrapped, local, server_round=rnd)
         )
         assert list(out_wrapped.keys()) == list(out_bare.keys())
-        for key, want in as_numpy(out_bare).items():
+        # the wrapper keeps the model's dtypes (the bare strategy drifts to float64)
+        for key, want in as_numpy(spec.cast(out_bare)).items():
             got = out_wrapped[key].numpy()
             assert got.dtype == want.dtype and got.shape == want.shape
             np.testing.assert_array_equal(
@@ -136,7 +140,8 @@ def test_fp32_path_is_bit_identical_to_bare_strategy(name: str) -> None:
         for key, value in (metrics_bare or {}).items():
             assert metrics[key] == value
         assert metrics[METRIC_FAILED_REPLIES] == 0
-        arrays_bare, arrays_wrapped = out_bare, out_wrapped
+        # the bare strategy continues from the same (cast) model as the wrapper
+        arrays_bare, arrays_wrapped = spec.cast(out_bare), out_wrapped
 
 
 # ------------------------------------------------------------ lossy codecs
@@ -259,12 +264,13 @@ def test_corrupt_reply_is_a_failure_and_the_round_uses_the_others(
     finally:
         flwr_logger.removeHandler(caplog.handler)
     assert metrics[METRIC_FAILED_REPLIES] == 1
+    assert metrics[METRIC_FAILED_PREFIX + "corrupt"] == 1
     assert any(
         str(bad_node) in r.getMessage() and "corrupt" in r.getMessage()
         for r in caplog.records
     )
     # same result as a round that only had the two good replies
-    ref = CompressedStrategy(FedAvg(), codec=codec, seed=5, fast_path=False, **params)
+    ref = CompressedStrategy(FedAvg(), codec=codec, seed=5, **params)
     good = [
         r
         for r in _round(ref, global_arrays, local)
@@ -287,7 +293,7 @@ def test_mismatched_codec_reply_is_a_failure() -> None:
     assert metrics[METRIC_FAILED_REPLIES] == 1
 
 
-def test_client_failures_pass_through_and_are_not_counted_as_fedrot_failures() -> None:
+def test_client_failures_pass_through_and_are_counted_by_reason() -> None:
     global_arrays = make_arrays(0)
     local = _locals(global_arrays)
     strategy = CompressedStrategy(FedAvg(), codec="fp32")
@@ -307,10 +313,13 @@ def test_client_failures_pass_through_and_are_not_counted_as_fedrot_failures() -
             return super().aggregate_train(server_round, replies)
 
     spy = CompressedStrategy(Spy(), codec="fp32")
+    spy._spec, spy._mask = strategy._spec, strategy._mask
     spy._global, spy._layout, spy._round = strategy._global, strategy._layout, 1
     _, metrics = spy.aggregate_train(1, replies)
     assert sum(m.has_error() for m in seen) == 1 and len(seen) == 3
-    assert metrics[METRIC_FAILED_REPLIES] == 0
+    assert metrics[METRIC_FAILED_REPLIES] == 1
+    assert metrics[METRIC_FAILED_PREFIX + "client-exception"] == 1
+    assert metrics[METRIC_FAILED_PREFIX + "corrupt"] == 0
 
 
 def test_inputs_are_not_mutated() -> None:

@@ -55,14 +55,14 @@ from flwr.supercore.inflatable.inflatable_object import (
     get_object_tree,
 )
 
-__all__ = ["WireBytes", "instruction_bytes", "reply_bytes"]
+__all__ = ["Traffic", "instruction_bytes", "reply_bytes"]
 
 #: Length of the SuperLink's push session id (``str(uuid4())``).
 _SESSION_ID_LEN = 36
 
 
 @dataclass(frozen=True)
-class WireBytes:
+class Traffic:
     """Bytes and requests of one or more messages (see the module docstring).
 
     Attributes
@@ -79,9 +79,9 @@ class WireBytes:
     payload_bytes: int = 0
     requests: int = 0
 
-    def __add__(self, other: WireBytes) -> WireBytes:
+    def __add__(self, other: Traffic) -> Traffic:
         """Sum of two counts."""
-        return WireBytes(
+        return Traffic(
             self.message_bytes + other.message_bytes,
             self.payload_bytes + other.payload_bytes,
             self.requests + other.requests,
@@ -111,7 +111,7 @@ def _without_content(msg: Message) -> Message:
     return Message(metadata=meta, content=RecordDict())
 
 
-def reply_bytes(msg: Message) -> WireBytes:
+def reply_bytes(msg: Message) -> Traffic:
     """Bytes a SuperNode sends to deliver the reply ``msg`` (uplink).
 
     Parameters
@@ -122,7 +122,7 @@ def reply_bytes(msg: Message) -> WireBytes:
 
     Returns
     -------
-    WireBytes
+    Traffic
         ``PushMessagesRequest`` + one ``PushObjectRequest`` per distinct object.
     """
     node = Node(node_id=msg.metadata.src_node_id)
@@ -140,10 +140,10 @@ def reply_bytes(msg: Message) -> WireBytes:
         session_id="x" * _SESSION_ID_LEN,
     ).ByteSize()
     body = sum(empty + _bytes_field(len(obj.deflate())) for obj in objects.values())
-    return WireBytes(head + body, _payload_bytes(msg), 1 + len(objects))
+    return Traffic(head + body, _payload_bytes(msg), 1 + len(objects))
 
 
-def instruction_bytes(msg: Message) -> WireBytes:
+def instruction_bytes(msg: Message) -> Traffic:
     """Bytes a SuperNode receives to fetch the instruction ``msg`` (downlink).
 
     Parameters
@@ -153,7 +153,7 @@ def instruction_bytes(msg: Message) -> WireBytes:
 
     Returns
     -------
-    WireBytes
+    Traffic
         ``PullMessagesResponse`` + one ``PullObjectResponse`` per distinct object.
     """
     objects = get_all_nested_objects(msg)
@@ -163,7 +163,7 @@ def instruction_bytes(msg: Message) -> WireBytes:
     ).ByteSize()
     empty = PullObjectResponse(object_found=True, object_available=True).ByteSize()
     body = sum(empty + _bytes_field(len(obj.deflate())) for obj in objects.values())
-    return WireBytes(head + body, _payload_bytes(msg), 2 + len(objects))
+    return Traffic(head + body, _payload_bytes(msg), 2 + len(objects))
 
 
 def _bytes_field(n: int) -> int:
