@@ -17,9 +17,10 @@ CRC-32. The offline solvers (:mod:`fedrot.tables.solvers`) write through
 
 from __future__ import annotations
 
+import argparse
 import json
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -28,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ShippedFile", "crc32_f64"]
+__all__ = ["ShippedFile", "crc32_f64", "regenerate"]
 
 
 def crc32_f64(values: np.ndarray) -> int:
@@ -45,7 +46,8 @@ def crc32_f64(values: np.ndarray) -> int:
 @cache
 def _document(name: str) -> dict[str, Any]:
     """The parsed file ``name`` (read once per process; callers must not mutate it)."""
-    return json.loads(_path(name).read_text())
+    doc: dict[str, Any] = json.loads(_path(name).read_text())
+    return doc
 
 
 def _path(name: str) -> Traversable:
@@ -116,7 +118,8 @@ class ShippedFile:
         entries = self.document()[self.section]
         if key not in entries:
             raise ValueError(f"{missing} Make others with `{self.regenerate}`.")
-        return entries[key]
+        found: Mapping[str, Any] = entries[key]
+        return found
 
     def array(
         self,
@@ -198,3 +201,33 @@ class ShippedFile:
     def shipped_path(self) -> str:
         """Filesystem path of the shipped file (where the solvers write by default)."""
         return str(_path(self.name))
+
+
+def regenerate(
+    shipped: ShippedFile,
+    write: Callable[[str], None],
+    argv: Sequence[str] | None = None,
+) -> None:
+    """Command line of a solver module: solve, then write the shipped file or ``--out``.
+
+    Parameters
+    ----------
+    shipped
+        The file the solver makes.
+    write
+        The solver's writer, called with the destination path.
+    argv
+        Arguments (default: ``sys.argv[1:]``).
+    """
+    parser = argparse.ArgumentParser(
+        prog=shipped.regenerate.removeprefix("python -m "),
+        description=f"Solve and write {shipped.name} (deterministic).",
+    )
+    parser.add_argument(
+        "--out",
+        default=shipped.shipped_path(),
+        help="destination (default: the shipped file inside the package)",
+    )
+    out = parser.parse_args(argv).out
+    write(out)
+    print(f"wrote {out}")

@@ -12,13 +12,15 @@ import math
 
 import numpy as np
 
+from .._shipped import regenerate
 from ..lloyd_max import MAX_BITS, SHIPPED
 
 __all__ = ["solve_lloyd_max", "write_tables"]
 
 
 def _phi(t: np.ndarray) -> np.ndarray:
-    return np.exp(-0.5 * t * t) / math.sqrt(2 * math.pi)
+    density: np.ndarray = np.exp(-0.5 * t * t) / math.sqrt(2 * math.pi)
+    return density
 
 
 def solve_lloyd_max(bits: int) -> tuple[np.ndarray, float, float]:
@@ -34,7 +36,8 @@ def solve_lloyd_max(bits: int) -> tuple[np.ndarray, float, float]:
     def step(c: np.ndarray) -> np.ndarray:
         t = np.concatenate([[0.0], (c[:-1] + c[1:]) / 2, [np.inf]])
         pt, cdf = _phi(t), ndtr(t)
-        return (pt[:-1] - pt[1:]) / (cdf[1:] - cdf[:-1])
+        means: np.ndarray = (pt[:-1] - pt[1:]) / (cdf[1:] - cdf[:-1])
+        return means
 
     c = ndtri(0.5 + 0.5 * (np.arange(m) + 0.5) / m)
     for _ in range(200):
@@ -72,6 +75,4 @@ def write_tables(path: str) -> None:
 
 
 if __name__ == "__main__":
-    out = SHIPPED.shipped_path()
-    write_tables(out)
-    print(f"wrote {out}")
+    regenerate(SHIPPED, write_tables)

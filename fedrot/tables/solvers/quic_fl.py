@@ -46,7 +46,7 @@ import numpy as np
 import torch
 
 from ...seeds import derive_seed, words_numpy
-from .._shipped import crc32_f64
+from .._shipped import crc32_f64, regenerate
 from ..quic_fl import CONFIGS, OUTLIER_LOG2, SHIPPED, state_sweep
 
 __all__ = ["solve_table", "table_vnmse", "threshold_for", "write_tables"]
@@ -74,7 +74,8 @@ def _normal_pdf(t: torch.Tensor) -> torch.Tensor:
 
 
 def _normal_cdf(t: torch.Tensor) -> torch.Tensor:
-    return torch.special.ndtr(t)
+    cdf: torch.Tensor = torch.special.ndtr(t)
+    return cdf
 
 
 def _canonical(u: torch.Tensor, T: float) -> torch.Tensor:
@@ -157,10 +158,10 @@ def _minimize(u0: torch.Tensor, T: float, iters: int) -> tuple[torch.Tensor, flo
     def closure() -> torch.Tensor:
         opt.zero_grad()
         loss = _objective(_canonical(u, T), T)
-        loss.backward()
+        torch.autograd.backward(loss)
         return loss
 
-    opt.step(closure)
+    opt.step(closure)  # type: ignore[no-untyped-call]  # torch leaves LBFGS.step untyped
     with torch.no_grad():
         r = _canonical(u, T)
         return r, float(_objective(r, T))
@@ -218,6 +219,4 @@ def write_tables(path: str) -> None:
 
 
 if __name__ == "__main__":
-    out = SHIPPED.shipped_path()
-    write_tables(out)
-    print(f"wrote {out}")
+    regenerate(SHIPPED, write_tables)

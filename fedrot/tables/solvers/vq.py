@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from ...seeds import derive_seed, words_numpy
+from .._shipped import regenerate
 from ..vq import CONFIGS, SHIPPED, nearest
 
 __all__ = ["gaussian_blocks", "train_codebook", "write_codebooks"]
@@ -132,6 +133,4 @@ def write_codebooks(path: str) -> None:
 
 
 if __name__ == "__main__":
-    out = SHIPPED.shipped_path()
-    write_codebooks(out)
-    print(f"wrote {out}")
+    regenerate(SHIPPED, write_codebooks)
