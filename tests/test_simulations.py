@@ -14,9 +14,22 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "simulations"))
 
-from fedrot_sim.config import RunConfig  # noqa: E402
+from fedrot_sim.config import (  # noqa: E402
+    RunConfig,
+    format_codec_params,
+    parse_codec_params,
+)
 from fedrot_sim.data import dirichlet_partition  # noqa: E402
-from fedrot_sim.sweep import PRESETS, preset_configs  # noqa: E402
+from fedrot_sim.presets import PRESETS, preset_configs  # noqa: E402
+from fedrot_sim.records import (  # noqa: E402
+    RoundRecord,
+    RunResult,
+    lost_replies,
+    read_run_record,
+    run_record,
+    write_run_record,
+)
+from fedrot_sim.sweep import main as sweep_main  # noqa: E402
 
 
 def _simulations(*args: str, timeout: int) -> subprocess.CompletedProcess[str]:
@@ -35,23 +48,135 @@ def test_run_config_parses_kebab_case_and_rejects_unknown_keys() -> None:
         {
             "task": "digits",
             "codec": "eden",
-            "bits": 2.0,
-            "rotations": "auto",
+            "codec-params": "bits=2.0 rotations=auto",
             "num-clients": 10,
             "clients-per-round": 5,
             "rounds": 3,
         }
     )
-    assert cfg.codec_kwargs() == {"bits": 2, "rotations": "auto"}
-    assert cfg.label == "eden 2b R=auto"
+    assert cfg.codec_params == {"bits": 2.0, "rotations": "auto"}
+    assert cfg.make_codec().params()["bits"] == 2
+    assert cfg.label == "eden bits=2 rotations=auto"
+    assert cfg.model == "digits-mlp"
+    assert RunConfig.from_run_config(cfg.to_run_config()) == cfg
+    assert RunConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError, match="Unknown run-config key.*num-client"):
         RunConfig.from_run_config({"num-client": 3})
+    with pytest.raises(ValueError, match="codec-params"):
+        RunConfig.from_run_config({"codec-params": "bits"})
     with pytest.raises(ValueError, match="codec"):
         RunConfig(codec="zip")
     with pytest.raises(ValueError, match="bits"):
-        RunConfig(codec="eden", bits=9, rotations="2")
+        RunConfig(codec="eden", codec_params={"bits": 9})
+    with pytest.raises(ValueError, match="levels"):  # fedrot names the parameter
+        RunConfig(codec="eden", codec_params={"levels": 15})
     with pytest.raises(ValueError, match="clients_per_round"):
         RunConfig(num_clients=5, clients_per_round=6)
+    with pytest.raises(ValueError, match="digits-bn-mlp.*digits"):
+        RunConfig(task="fashion-mnist", model="digits-bn-mlp")
+
+
+def test_codec_params_string_round_trips() -> None:
+    params = {"bits": 0.5, "rotations": "auto", "chunk_size": 4096, "clip": None}
+    assert parse_codec_params(format_codec_params(params)) == params
+    assert parse_codec_params("chunk-size=1024, bits=1") == {
+        "chunk_size": 1024,
+        "bits": 1,
+    }
+    assert parse_codec_params("  ") == {}
+    with pytest.raises(ValueError, match="twice"):
+        parse_codec_params("bits=1 bits=2")
+
+
+def test_labels_come_from_the_codec_parameters_the_setting_names() -> None:
+    labels = {
+        c.label
+        for name in PRESETS
+        for c in preset_configs(name)
+        if c.seed == 0 and c.task == "fashion-mnist"
+    }
+    assert {
+        "fp32",
+        "drive",
+        "eden bits=1",
+        "eden bits=1 rotations=auto",
+        "qsgd levels=15",
+        "topk fraction=0.03125 +EF",
+        "signsgd +EF",
+    } <= labels
+    for name in PRESETS:
+        for c in preset_configs(name):
+            # the codec reports back exactly the parameters the setting names
+            assert c.make_codec().params().items() >= c.codec_params.items()
+
+
+def _result(failed: dict[int, dict[str, int]], rounds: int) -> RunResult:
+    """A RunResult whose round r lost ``sum(failed[r].values())`` replies."""
+    return RunResult(
+        num_params=100,
+        rounds=tuple(
+            RoundRecord(
+                round=r,
+                accuracy=0.1 * r,
+                loss=2.0 - 0.1 * r,
+                train_loss=1.0,
+                uplink_bytes=1000 * (r > 0),
+                downlink_bytes=4000 * (r > 0),
+                uplink_payload_bytes=900 * (r > 0),
+                downlink_payload_bytes=3900 * (r > 0),
+                failed_replies=sum(failed.get(r, {}).values()),
+                failed_by_reason=failed.get(r, {}),
+                trained=r > 0,
+                wall_time_s=float(r),
+            )
+            for r in range(rounds + 1)
+        ),
+        total_wall_time_s=float(rounds),
+    )
+
+
+def test_run_records_round_trip_and_flag_lost_replies(tmp_path: Path) -> None:
+    cfg = preset_configs("smoke")[1]
+    path = write_run_record(tmp_path, cfg, _result({}, cfg.rounds), env={"x": 1})
+    assert path.name == f"{cfg.run_id}.json" and not list(tmp_path.glob("*.tmp"))
+    doc = read_run_record(path)
+    assert RunConfig.from_dict(doc["config"]) == cfg and doc["label"] == cfg.label
+    assert [r["round"] for r in doc["rounds"]] == list(range(cfg.rounds + 1))
+    assert lost_replies(doc) == []
+    lossy = run_record(cfg, _result({3: {"corrupt": 2}}, cfg.rounds), env={})
+    (line,) = lost_replies(lossy)
+    assert cfg.run_id in line and "round 3" in line and "corrupt: 2" in line
+    untrained = run_record(cfg, _result({}, cfg.rounds), env={})
+    untrained["rounds"][2]["trained"] = False
+    (line,) = lost_replies(untrained)
+    assert "round 2" in line and "no train metrics" in line
+    doc["version"] = 0
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match="version"):
+        read_run_record(path)
+
+
+def test_sweep_exits_nonzero_naming_run_and_round_that_lost_replies(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("PYTHONPATH", "")
+    configs = preset_configs("smoke")
+    runs = tmp_path / "runs"
+    write_run_record(runs, configs[0], _result({}, configs[0].rounds), env={})
+    write_run_record(
+        runs, configs[1], _result({2: {"client-mod": 1}}, configs[1].rounds), env={}
+    )
+    assert (
+        sweep_main(["--preset", "smoke", "--out", str(tmp_path), "--report-only"]) == 1
+    )
+    err = capsys.readouterr().err
+    assert f"run {configs[1].run_id}" in err and "round 2" in err
+    assert configs[0].run_id not in err
+    with open(tmp_path / "results.csv", newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["label"] == configs[1].label]
+    assert [int(r["failed_replies"]) for r in rows] == [0, 0, 1, 0, 0, 0]
+    assert rows[2]["failed_by_reason"] == "client-mod=1"
+    assert "| 1 |" in (tmp_path / "summary.md").read_text()
 
 
 def test_task_filter_selects_one_task_of_a_preset() -> None:
@@ -117,7 +242,7 @@ def test_smoke_preset_end_to_end(tmp_path: Path) -> None:
     total = {
         label: int(s[-1]["cumulative_uplink_bytes"]) for label, s in by_label.items()
     }
-    assert total["fp32"] > 5 * total["eden 1b"]
+    assert total["fp32"] > 5 * total["eden bits=1"]
     for name in ("accuracy_vs_uplink.png", "accuracy_vs_round.png"):
         data = (tmp_path / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000

@@ -38,7 +38,7 @@ def train_fn(msg: Message, context: Context) -> Message:
         float(cfg["alpha"]),
         int(cfg["partition-seed"]),
     )
-    model = make_model(task)
+    model = make_model(task, model=str(cfg["model"]))
     model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
     loss = train(
         model,

@@ -1,34 +1,55 @@
-"""Typed settings of one simulation run, parsed once from Flower's run config."""
+"""Typed settings of one simulation run, parsed once from Flower's run config.
+
+The codec is a registry name plus a parameter mapping passed unchanged to
+``fedrot.get_codec`` (``{"bits": 1}`` for EDEN, ``{"levels": 15}`` for QSGD,
+``{"fraction": 0.03125}`` for top-k): the simulations hold no codec knowledge of their
+own, and a run's label is built from the codec's own parameters.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import fedrot
 
+from .models import DEFAULT_MODELS, check_model
+
 TASKS = ("fashion-mnist", "digits", "shakespeare")
 _TYPES: dict[str, type] = {"str": str, "int": int, "float": float, "bool": bool}
-ROTATION_CHOICES = ("1", "2", "3", "auto", "none")
+#: Run-config keys that are not RunConfig fields.
+_OUTPUT_KEYS = frozenset({"out"})
+_PARAM = re.compile(r"^[a-z][a-z0-9_-]*$")
 
 
 @dataclass(frozen=True)
 class RunConfig:
     """Everything that defines one federated run (and its result file).
 
-    ``bits`` means: bits per coordinate for drive (must be 1), eden, quic-fl, vq and
-    hadamard-sq; quantization levels s for qsgd; the kept fraction for topk/randk;
-    ignored (0) for fp32, fp16, terngrad and signsgd. ``rotations`` is "none" for
-    codecs that do not rotate.
+    Attributes
+    ----------
+    task
+        One of :data:`TASKS`.
+    model
+        A model of the task (``fedrot_sim.models.MODELS``); empty means the task's
+        default, and is replaced by its name at construction.
+    codec, codec_params
+        ``fedrot.get_codec(codec, **codec_params)`` is the run's codec.
+    error_feedback
+        Passed to ``CompressedStrategy``.
+    seed
+        Run seed: initial model, partition, client sampling and fedrot's seeds.
     """
 
     task: str = "fashion-mnist"
+    model: str = ""
     codec: str = "fp32"
-    bits: float = 0.0
-    rotations: str = "none"
+    codec_params: dict[str, Any] = field(default_factory=dict)
+    error_feedback: bool = False
     seed: int = 0
     rounds: int = 30
     num_clients: int = 100
@@ -37,25 +58,23 @@ class RunConfig:
     local_epochs: int = 1
     batch_size: int = 32
     lr: float = 0.05
-    error_feedback: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise ValueError(
                 f"`task` must be one of {list(TASKS)}. Found {self.task!r}."
             )
-        if self.codec not in fedrot.available_codecs():
-            raise ValueError(
-                f"`codec` must be one of {fedrot.available_codecs()}. "
-                f"Found {self.codec!r}."
+        if not self.model:
+            object.__setattr__(self, "model", DEFAULT_MODELS[self.task])
+        check_model(self.task, self.model)
+        if not isinstance(self.codec_params, dict):
+            raise TypeError(
+                "`codec_params` must be a dict of fedrot.get_codec keyword "
+                f"parameters. Found {type(self.codec_params).__name__}."
             )
-        if self.rotations not in ROTATION_CHOICES:
-            raise ValueError(
-                f"`rotations` must be one of {list(ROTATION_CHOICES)}. "
-                f"Found {self.rotations!r}."
-            )
+        object.__setattr__(self, "codec_params", dict(self.codec_params))
         for name in (
+            "seed",
             "rounds",
             "num_clients",
             "clients_per_round",
@@ -63,8 +82,9 @@ class RunConfig:
             "batch_size",
         ):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"`{name}` must be an int >= 1. Found {value!r}.")
+            low = 0 if name == "seed" else 1
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"`{name}` must be an int >= {low}. Found {value!r}.")
         if self.clients_per_round > self.num_clients:
             raise ValueError(
                 f"`clients_per_round` ({self.clients_per_round}) exceeds `num_clients` "
@@ -74,47 +94,38 @@ class RunConfig:
             raise ValueError(
                 f"`alpha` and `lr` must be > 0. Found {self.alpha}, {self.lr}."
             )
-        self.codec_kwargs()  # validates codec parameters now, not mid-run
+        self.make_codec()  # validates the codec and its parameters now, not mid-run
 
-    def codec_kwargs(self) -> dict[str, Any]:
-        """Keyword parameters for ``fedrot.get_codec`` / ``CompressedStrategy``."""
-        kw: dict[str, Any] = dict(self.extra)
-        bits = int(self.bits) if float(self.bits).is_integer() else float(self.bits)
-        if self.codec in ("eden", "quic-fl", "vq", "hadamard-sq"):
-            kw["bits"] = bits
-        elif self.codec == "qsgd":
-            kw["levels"] = int(self.bits)
-        elif self.codec in ("topk", "randk"):
-            kw["fraction"] = float(self.bits)
-        elif self.codec == "drive" and self.bits not in (0, 1):
-            raise ValueError(
-                f"DRIVE sends 1 bit per coordinate. Found bits={self.bits}."
-            )
-        if self.rotations != "none":
-            kw["rotations"] = (
-                "auto" if self.rotations == "auto" else int(self.rotations)
-            )
-        fedrot.get_codec(self.codec, **kw)
-        return kw
+    def make_codec(self) -> fedrot.Codec:
+        """``fedrot.get_codec(codec, **codec_params)``.
+
+        Raises
+        ------
+        ValueError
+            For an unknown codec or parameter, or a bad value (fedrot's message).
+        """
+        return fedrot.get_codec(self.codec, **self.codec_params)
 
     @property
     def label(self) -> str:
-        """Legend label of the codec setting, e.g. ``eden 1b`` or ``fp32``."""
-        if self.codec in ("fp32", "fp16", "terngrad", "signsgd"):
-            base = self.codec
-        elif self.codec == "qsgd":
-            base = f"qsgd s={int(self.bits)}"
-        elif self.codec in ("topk", "randk"):
-            base = f"{self.codec} {self.bits:g}"
-        else:
-            base = f"{self.codec} {self.bits:g}b"
-        if self.rotations not in ("none", "2") and self.codec not in ("hadamard-sq",):
-            base += f" R={self.rotations}"
-        return base + (" +EF" if self.error_feedback else "")
+        """Legend label, e.g. ``fp32``, ``eden bits=1`` or ``topk fraction=0.03 +EF``.
+
+        The codec's name and the parameters this run sets, as the codec reports
+        them (``codec.params()``), in the codec's order.
+        """
+        params = self.make_codec().params()
+        shown = [k for k in params if k in self.codec_params]
+        parts = [self.codec, *(f"{k}={_show(params[k])}" for k in shown)]
+        return " ".join(parts) + (" +EF" if self.error_feedback else "")
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able dict."""
+        """Plain JSON-able dict (:meth:`from_dict` reads it back)."""
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+        """The config a run record stores under ``"config"``."""
+        return cls(**data)
 
     @property
     def run_id(self) -> str:
@@ -122,18 +133,21 @@ class RunConfig:
         digest = hashlib.sha1(
             json.dumps(self.to_dict(), sort_keys=True).encode()
         ).hexdigest()
-        rot = "" if self.rotations == "none" else f"-r{self.rotations}"
-        return f"{self.task}-{self.codec}-{self.bits:g}{rot}-s{self.seed}-{digest[:8]}"
+        params = "".join(
+            f"-{k}{_show(v)}" for k, v in sorted(self.codec_params.items())
+        )
+        params = re.sub(r"[^A-Za-z0-9_.=-]", "", params)
+        return f"{self.task}-{self.codec}{params}-s{self.seed}-{digest[:8]}"
 
     @classmethod
     def from_run_config(cls, rc: dict[str, Any]) -> RunConfig:
-        """Parse Flower's kebab-case ``run_config`` (unknown keys are an error)."""
-        names = {
-            f.name.replace("_", "-"): f
-            for f in dataclasses.fields(cls)
-            if f.name != "extra"
-        }
-        unknown = sorted(set(rc) - set(names) - {"out"})
+        """Parse Flower's kebab-case ``run_config`` (unknown keys are an error).
+
+        ``codec-params`` is a string of ``name=value`` pairs separated by spaces or
+        commas (``"bits=1 rotations=auto"``); see :func:`parse_codec_params`.
+        """
+        names = {f.name.replace("_", "-"): f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(rc) - set(names) - _OUTPUT_KEYS)
         if unknown:
             raise ValueError(
                 f"Unknown run-config key(s) {unknown}. "
@@ -141,9 +155,66 @@ class RunConfig:
             )
         kwargs: dict[str, Any] = {}
         for key, f in names.items():
-            if key in rc:
+            if key not in rc:
+                continue
+            if f.name == "codec_params":
+                kwargs[f.name] = parse_codec_params(str(rc[key]))
+            else:
                 kwargs[f.name] = _coerce(key, rc[key], _TYPES[str(f.type)])
         return cls(**kwargs)
+
+    def to_run_config(self) -> dict[str, Any]:
+        """The kebab-case run config that :meth:`from_run_config` parses back."""
+        out: dict[str, Any] = {}
+        for key, value in self.to_dict().items():
+            if key == "codec_params":
+                value = format_codec_params(value)
+            out[key.replace("_", "-")] = value
+        return out
+
+
+def parse_codec_params(text: str) -> dict[str, Any]:
+    """``"bits=1 rotations=auto"`` -> ``{"bits": 1, "rotations": "auto"}``.
+
+    Pairs are separated by spaces or commas; a value is read as JSON when it parses
+    (``1``, ``0.5``, ``true``, ``null``) and as a string otherwise. Names may be
+    kebab-case (``chunk-size`` -> ``chunk_size``).
+
+    Raises
+    ------
+    ValueError
+        For a pair without ``=``, a bad name, or a name given twice.
+    """
+    out: dict[str, Any] = {}
+    for pair in re.split(r"[\s,]+", text.strip()):
+        if not pair:
+            continue
+        name, sep, raw = pair.partition("=")
+        if not sep or not _PARAM.match(name) or not raw:
+            raise ValueError(
+                "`codec-params` must be name=value pairs such as 'bits=1 "
+                f"rotations=auto'. Found {pair!r} in {text!r}."
+            )
+        key = name.replace("-", "_")
+        if key in out:
+            raise ValueError(f"`codec-params` sets {key!r} twice in {text!r}.")
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw
+    return out
+
+
+def format_codec_params(params: dict[str, Any]) -> str:
+    """The inverse of :func:`parse_codec_params` (JSON values, sorted names)."""
+    return " ".join(
+        f"{k}={v if isinstance(v, str) else json.dumps(v)}"
+        for k, v in sorted(params.items())
+    )
+
+
+def _show(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _coerce(key: str, value: Any, kind: type) -> Any:
@@ -153,7 +224,12 @@ def _coerce(key: str, value: Any, kind: type) -> Any:
             return value
         if str(value).lower() in ("true", "false"):
             return str(value).lower() == "true"
-    elif kind is int and isinstance(value, (int, float)) and float(value).is_integer():
+    elif (
+        kind is int
+        and isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and float(value).is_integer()
+    ):
         return int(value)
     elif (
         kind is float

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -47,16 +49,68 @@ class CharLSTM(nn.Module):
         return self.out(h[:, -1])
 
 
-def make_model(task: str, *, seed: int = 0) -> nn.Module:
-    """A freshly initialized model for ``task`` (deterministic given ``seed``)."""
+class BatchNormMLP(nn.Module):
+    """64 -> 128 -> BatchNorm -> ReLU -> 10: the digits MLP with a BatchNorm layer.
+
+    Its state holds what users' models hold next to the weights: running statistics
+    (float buffers) and ``num_batches_tracked`` (an int64 counter).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(64, 128), nn.BatchNorm1d(128), nn.ReLU(), nn.Linear(128, 10)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def _digits_mlp() -> nn.Module:
+    return nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))
+
+
+#: Model name -> (task it fits, constructor).
+MODELS: dict[str, tuple[str, Callable[[], nn.Module]]] = {
+    "fashion-cnn": ("fashion-mnist", FashionCNN),
+    "digits-mlp": ("digits", _digits_mlp),
+    "digits-bn-mlp": ("digits", BatchNormMLP),
+    "char-lstm": ("shakespeare", CharLSTM),
+}
+#: The model a task uses when a run names none.
+DEFAULT_MODELS = {
+    "fashion-mnist": "fashion-cnn",
+    "digits": "digits-mlp",
+    "shakespeare": "char-lstm",
+}
+
+
+def check_model(task: str, model: str) -> None:
+    """Raise ``ValueError`` unless ``model`` is a model of ``task``."""
+    if model not in MODELS:
+        raise ValueError(f"`model` must be one of {sorted(MODELS)}. Found {model!r}.")
+    if MODELS[model][0] != task:
+        fitting = sorted(m for m, (t, _) in MODELS.items() if t == task)
+        raise ValueError(
+            f"Model {model!r} is for task {MODELS[model][0]!r}, not {task!r}. "
+            f"Models of {task!r}: {fitting}."
+        )
+
+
+def make_model(task: str, *, model: str | None = None, seed: int = 0) -> nn.Module:
+    """A freshly initialized model for ``task`` (deterministic given ``seed``).
+
+    ``model`` names one of :data:`MODELS` for that task; None means the task's
+    default (:data:`DEFAULT_MODELS`).
+    """
+    if task not in DEFAULT_MODELS:
+        raise ValueError(
+            f"`task` must be one of {sorted(DEFAULT_MODELS)}. Found {task!r}."
+        )
+    name = DEFAULT_MODELS[task] if model is None else model
+    check_model(task, name)
     torch.manual_seed(seed)
-    if task == "fashion-mnist":
-        return FashionCNN()
-    if task == "digits":
-        return nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))
-    if task == "shakespeare":
-        return CharLSTM()
-    raise ValueError(f"Unknown task {task!r}.")
+    return MODELS[name][1]()
 
 
 def num_params(model: nn.Module) -> int:

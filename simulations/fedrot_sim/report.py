@@ -8,12 +8,15 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from .config import format_codec_params
+from .models import DEFAULT_MODELS
+
 CSV_COLUMNS = [
     "task",
+    "model",
     "codec",
+    "codec_params",
     "label",
-    "bits",
-    "rotations",
     "seed",
     "round",
     "accuracy",
@@ -23,9 +26,17 @@ CSV_COLUMNS = [
     "cumulative_uplink_bytes",
     "uplink_payload_bytes",
     "failed_replies",
+    "failed_by_reason",
     "wall_time_s",
 ]
 LAST_ROUNDS = 5
+
+
+def panel(cfg: dict[str, Any]) -> str:
+    """Where a run is compared: its task, plus its model when not the default."""
+    if cfg["model"] == DEFAULT_MODELS[cfg["task"]]:
+        return str(cfg["task"])
+    return f"{cfg['task']} ({cfg['model']})"
 
 
 def _rows(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -37,11 +48,12 @@ def _rows(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             cumulative += r["uplink_bytes"]
             rows.append(
                 {
+                    "panel": panel(cfg),
                     "task": cfg["task"],
+                    "model": cfg["model"],
                     "codec": cfg["codec"],
+                    "codec_params": format_codec_params(cfg["codec_params"]),
                     "label": doc["label"],
-                    "bits": cfg["bits"],
-                    "rotations": cfg["rotations"],
                     "seed": cfg["seed"],
                     "round": r["round"],
                     "accuracy": r["accuracy"],
@@ -51,6 +63,9 @@ def _rows(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "cumulative_uplink_bytes": cumulative,
                     "uplink_payload_bytes": r["uplink_payload_bytes"],
                     "failed_replies": r["failed_replies"],
+                    "failed_by_reason": " ".join(
+                        f"{k}={v}" for k, v in sorted(r["failed_by_reason"].items())
+                    ),
                     "wall_time_s": r["wall_time_s"],
                 }
             )
@@ -61,7 +76,7 @@ def summarize(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per (task, label): final accuracy (mean of the last 5 rounds), bytes, ratios."""
     groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for doc in docs:
-        groups[(doc["config"]["task"], doc["label"])].append(doc)
+        groups[(panel(doc["config"]), doc["label"])].append(doc)
     out = []
     for (task, label), runs in groups.items():
         finals = [
@@ -86,6 +101,9 @@ def summarize(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "wall_time_s": sum(d.get("total_wall_time_s", math.nan) for d in runs)
                 / len(runs),
                 "num_params": runs[0]["num_params"],
+                "failed_replies": sum(
+                    r["failed_replies"] for d in runs for r in d["rounds"]
+                ),
             }
         )
     for task in {s["task"] for s in out}:
@@ -108,15 +126,15 @@ def summarize(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _markdown(summary: list[dict[str, Any]]) -> str:
     lines = [
         "| task | codec | final accuracy (last 5 rounds) | vs fp32 (pp) | uplink MB "
-        "| payload MB | compression vs fp32 | wall time s |",
-        "|---|---|---|---|---|---|---|---|",
+        "| payload MB | compression vs fp32 | wall time s | failed replies |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for s in summary:
         spread = f" ± {100 * s['accuracy_spread']:.2f}" if s["seeds"] > 1 else ""
         lines.append(
             f"| {s['task']} | {s['label']} | {100 * s['final_accuracy']:.2f}%{spread} "
             f"| {s['delta_pp']:+.2f} | {s['uplink_mb']:.2f} | {s['payload_mb']:.2f} "
-            f"| {s['ratio']:.1f}x | {s['wall_time_s']:.0f} |"
+            f"| {s['ratio']:.1f}x | {s['wall_time_s']:.0f} | {s['failed_replies']} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -128,7 +146,7 @@ def _plots(rows: list[dict[str, Any]], out: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     paths = []
-    tasks = sorted({r["task"] for r in rows})
+    tasks = sorted({r["panel"] for r in rows})
     for xkey, fname, xlabel, logx in (
         (
             "cumulative_uplink_bytes",
@@ -146,7 +164,7 @@ def _plots(rows: list[dict[str, Any]], out: Path) -> list[Path]:
                 lambda: defaultdict(list)
             )
             for r in rows:
-                if r["task"] == task and (r["round"] > 0 or not logx):
+                if r["panel"] == task and (r["round"] > 0 or not logx):
                     series[r["label"]][r["round"]].append(r)
             for label in sorted(series):
                 pts = sorted(series[label].items())
@@ -182,7 +200,7 @@ def write_reports(docs: list[dict[str, Any]], out: Path) -> list[Path]:
     rows = _rows(docs)
     csv_path = out / "results.csv"
     with open(csv_path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
+        writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
     summary_path = out / "summary.md"

@@ -2,22 +2,23 @@
 
 ``flwr run simulations`` reads the kebab-case keys of ``[tool.flwr.app.config]`` in
 ``simulations/pyproject.toml`` (parsed once into :class:`RunConfig`); the sweep runner
-calls :func:`run` with a typed config directly.
+calls :func:`run` with a typed config directly. Both write the same run record
+(:mod:`fedrot_sim.records`).
 """
 
 from __future__ import annotations
 
-import json
+import math
 import random
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
-from flwr.serverapp.strategy import FedAvg
+from flwr.serverapp.strategy import FedAvg, Result
+from torch import nn
 
 from fedrot.constants import (
     METRIC_DOWNLINK_BYTES,
@@ -31,17 +32,55 @@ from fedrot.strategies import CompressedStrategy
 from .config import RunConfig
 from .data import test_data
 from .models import make_model, num_params
+from .records import (
+    RoundRecord,
+    RunResult,
+    lost_replies,
+    read_run_record,
+    write_run_record,
+)
 from .training import evaluate
 
 app = ServerApp()
 
+#: Per-reason failure counts are metrics named ``fedrot.failed-replies.<reason>``.
+_FAILED_PREFIX = METRIC_FAILED_REPLIES + "."
+
 
 def run(
     grid: Grid, cfg: RunConfig, *, on_round: Callable[[int], None] | None = None
-) -> dict[str, Any]:
-    """Train ``cfg.rounds`` rounds; returns per-round accuracy, loss, bytes and time."""
-    # Nodes may still be registering (FedAvg waits for `num-clients` of them), but
-    # more SuperNodes than partitions is a misconfiguration we can see now.
+) -> RunResult:
+    """Train ``cfg.rounds`` rounds; per-round accuracy, loss, bytes, failures, time.
+
+    Steps: check the federation, build the strategy and the initial model, run
+    Flower's strategy loop with a central evaluation after every round, then read
+    each round's metrics into a :class:`RoundRecord`.
+    """
+    check_federation(grid, cfg)
+    random.seed(cfg.seed)  # Flower samples clients with the `random` module
+    strategy = make_strategy(cfg)
+    model = make_model(cfg.task, model=cfg.model, seed=cfg.seed)
+    evaluation = CentralEvaluation(cfg, model, on_round=on_round)
+    result = strategy.start(
+        grid=grid,
+        initial_arrays=ArrayRecord(model.state_dict()),
+        train_config=train_config(cfg),
+        num_rounds=cfg.rounds,
+        evaluate_fn=evaluation,
+    )
+    return RunResult(
+        num_params=num_params(model),
+        rounds=round_records(result, evaluation.times, cfg.rounds),
+        total_wall_time_s=evaluation.elapsed(),
+    )
+
+
+def check_federation(grid: Grid, cfg: RunConfig) -> None:
+    """Refuse more SuperNodes than partitions (each SuperNode holds one).
+
+    Nodes may still be registering (FedAvg waits for ``num-clients`` of them), so
+    fewer is not an error here.
+    """
     nodes = len(list(grid.get_node_ids()))
     if nodes > cfg.num_clients:
         raise ValueError(
@@ -49,8 +88,11 @@ def run(
             f"{cfg.num_clients}: each SuperNode holds one partition. Set the "
             "simulation's num-supernodes equal to num-clients."
         )
-    random.seed(cfg.seed)  # Flower samples clients with the `random` module
-    strategy = CompressedStrategy(
+
+
+def make_strategy(cfg: RunConfig) -> CompressedStrategy:
+    """FedAvg over ``clients_per_round`` of ``num_clients``, wrapped in fedrot."""
+    return CompressedStrategy(
         FedAvg(
             fraction_train=cfg.clients_per_round / cfg.num_clients,
             fraction_evaluate=0.0,
@@ -60,68 +102,107 @@ def run(
         codec=cfg.codec,
         seed=cfg.seed,
         error_feedback=cfg.error_feedback,
-        **cfg.codec_kwargs(),
+        **cfg.codec_params,
     )
-    x_test, y_test = test_data(cfg.task, cfg.num_clients)
-    model = make_model(cfg.task, seed=cfg.seed)
-    start = time.perf_counter()
-    times: dict[int, float] = {}
 
-    def central(server_round: int, arrays: ArrayRecord) -> MetricRecord:
-        model.load_state_dict(arrays.to_torch_state_dict())
-        loss, acc = evaluate(model, x_test, y_test)
-        times[server_round] = time.perf_counter() - start
-        if on_round is not None and server_round > 0:
-            on_round(server_round)
+
+def train_config(cfg: RunConfig) -> ConfigRecord:
+    """The settings every ClientApp reads from the train message."""
+    return ConfigRecord(
+        {
+            "task": cfg.task,
+            "model": cfg.model,
+            "num-clients": cfg.num_clients,
+            "alpha": cfg.alpha,
+            "partition-seed": cfg.seed,
+            "local-epochs": cfg.local_epochs,
+            "batch-size": cfg.batch_size,
+            "lr": cfg.lr,
+        }
+    )
+
+
+class CentralEvaluation:
+    """Flower's ``evaluate_fn``: test-set loss and accuracy, and when each round ended.
+
+    ``times[r]`` is the time from construction to the end of round ``r``'s
+    evaluation; ``on_round(r)`` is called after each training round's.
+    """
+
+    def __init__(
+        self,
+        cfg: RunConfig,
+        model: nn.Module,
+        *,
+        on_round: Callable[[int], None] | None = None,
+    ) -> None:
+        self.model = model
+        self.x_test, self.y_test = test_data(cfg.task, cfg.num_clients)
+        self.on_round = on_round
+        self.times: dict[int, float] = {}
+        self._start = time.perf_counter()
+
+    def elapsed(self) -> float:
+        """Seconds since construction."""
+        return time.perf_counter() - self._start
+
+    def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord:
+        self.model.load_state_dict(arrays.to_torch_state_dict())
+        loss, acc = evaluate(self.model, self.x_test, self.y_test)
+        self.times[server_round] = self.elapsed()
+        if self.on_round is not None and server_round > 0:
+            self.on_round(server_round)
         return MetricRecord({"loss": loss, "accuracy": acc})
 
-    result = strategy.start(
-        grid=grid,
-        initial_arrays=ArrayRecord(model.state_dict()),
-        train_config=ConfigRecord(
-            {
-                "task": cfg.task,
-                "num-clients": cfg.num_clients,
-                "alpha": cfg.alpha,
-                "partition-seed": cfg.seed,
-                "local-epochs": cfg.local_epochs,
-                "batch-size": cfg.batch_size,
-                "lr": cfg.lr,
-            }
-        ),
-        num_rounds=cfg.rounds,
-        evaluate_fn=central,
-    )
-    rounds = []
-    for r in range(cfg.rounds + 1):
-        ev = result.evaluate_metrics_serverapp.get(r, {})
-        tr = result.train_metrics_clientapp.get(r, {})
-        rounds.append(
-            {
-                "round": r,
-                "accuracy": float(ev.get("accuracy", float("nan"))),
-                "loss": float(ev.get("loss", float("nan"))),
-                "train_loss": float(tr.get("train-loss", float("nan"))),
-                "uplink_bytes": int(tr.get(METRIC_UPLINK_BYTES, 0)),
-                "downlink_bytes": int(tr.get(METRIC_DOWNLINK_BYTES, 0)),
-                "uplink_payload_bytes": int(tr.get(METRIC_UPLINK_PAYLOAD_BYTES, 0)),
-                "downlink_payload_bytes": int(tr.get(METRIC_DOWNLINK_PAYLOAD_BYTES, 0)),
-                "failed_replies": int(tr.get(METRIC_FAILED_REPLIES, 0)),
-                "wall_time_s": times.get(r, float("nan")),
-            }
+
+def round_records(
+    result: Result, times: dict[int, float], rounds: int
+) -> tuple[RoundRecord, ...]:
+    """One :class:`RoundRecord` per round 0..rounds from Flower's ``Result``."""
+    out = []
+    for r in range(rounds + 1):
+        ev = result.evaluate_metrics_serverapp.get(r, MetricRecord())
+        tr = result.train_metrics_clientapp.get(r)
+        trained = tr is not None
+        tr = MetricRecord() if tr is None else tr
+        out.append(
+            RoundRecord(
+                round=r,
+                accuracy=float(ev.get("accuracy", math.nan)),
+                loss=float(ev.get("loss", math.nan)),
+                train_loss=float(tr.get("train-loss", math.nan)),
+                uplink_bytes=int(tr.get(METRIC_UPLINK_BYTES, 0)),
+                downlink_bytes=int(tr.get(METRIC_DOWNLINK_BYTES, 0)),
+                uplink_payload_bytes=int(tr.get(METRIC_UPLINK_PAYLOAD_BYTES, 0)),
+                downlink_payload_bytes=int(tr.get(METRIC_DOWNLINK_PAYLOAD_BYTES, 0)),
+                failed_replies=int(tr.get(METRIC_FAILED_REPLIES, 0)),
+                failed_by_reason={
+                    k.removeprefix(_FAILED_PREFIX): int(v)
+                    for k, v in tr.items()
+                    if k.startswith(_FAILED_PREFIX) and int(v) > 0
+                },
+                trained=trained and r > 0,
+                wall_time_s=times.get(r, math.nan),
+            )
         )
-    return {"num_params": num_params(model), "rounds": rounds}
+    return tuple(out)
 
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    """Entry point of ``flwr run simulations``; writes ``<out>/<run-id>.json``."""
+    """Entry point of ``flwr run simulations``; writes ``<out>/<run-id>.json``.
+
+    Raises
+    ------
+    RuntimeError
+        After writing the record, if a round lost train replies (the message names
+        the run and the rounds).
+    """
     rc = dict(context.run_config)
     cfg = RunConfig.from_run_config(rc)
     torch.set_num_threads(1)
-    record = run(grid, cfg)
+    result = run(grid, cfg)
     out = Path(str(rc.get("out", "results/flwr-run")))
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{cfg.run_id}.json").write_text(
-        json.dumps({"config": cfg.to_dict(), **record}, indent=1), encoding="utf-8"
-    )
+    problems = lost_replies(read_run_record(write_run_record(out, cfg, result)))
+    if problems:
+        raise RuntimeError("Train replies were lost:\n" + "\n".join(problems))
