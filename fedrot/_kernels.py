@@ -13,6 +13,11 @@ Build: the first call compiles ``_kernels.c`` with the system C compiler
 keyed by the source, the flags and the CPU, and loads it with ctypes (no build step
 at install time, no ninja). If there is no compiler, the build fails or
 ``FEDROT_KERNELS=0`` is set, every caller silently uses the torch path.
+
+Every entry point's C signature is declared once, in :data:`PROTOTYPES`, with the C
+parameter names; calls pass each argument by name, and a test parses ``_kernels.c``
+and checks the declarations against it. The process-wide state (switch, build
+outcome) is one :class:`_KernelState`.
 """
 
 from __future__ import annotations
@@ -26,8 +31,10 @@ import shutil
 import subprocess
 import tempfile
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -54,83 +61,188 @@ _FLAGS = [
     "-fno-fast-math",
     "-ffp-contract=off",
 ]
-_lock = threading.Lock()
-_state: dict[str, object] = {"lib": None, "tried": False, "why": "not built yet"}
-_enabled = [os.environ.get("FEDROT_KERNELS", "1") != "0"]
 
 #: A call spawns one extra thread per 2**18 elements (up to torch's thread count):
 #: below that, starting a thread costs more than it saves.
 _MIN_THREAD_WORK_LOG2 = 18
-_P = ctypes.c_void_p
-_I = ctypes.c_int64
-_SIGNATURES = {
-    "fedrot_rht_f32": [
-        _P,
-        _I,
-        _I,
-        _I,
-        _P,
-        ctypes.c_int,
-        ctypes.c_int,
-        ctypes.c_float,
-        ctypes.c_int,
-    ],
-    "fedrot_rht_f64": [
-        _P,
-        _I,
-        _I,
-        _I,
-        _P,
-        ctypes.c_int,
-        ctypes.c_int,
-        ctypes.c_double,
-        ctypes.c_int,
-    ],
-    "fedrot_pack": [_P, ctypes.c_int, _I, ctypes.c_int, _P],
-    "fedrot_unpack": [_P, _I, _I, ctypes.c_int, _P, ctypes.c_int],
-    "fedrot_dequant_f32": [_P, _I, _I, _I, ctypes.c_int, _P, _P, _P],
-    "fedrot_eden_quant_f32": [_P, _I, _I, _P, _P, ctypes.c_int, _P, _P, _P],
-    "fedrot_quic_agg_f32": [
-        _I,
-        _P,
-        _P,
-        _P,
-        _P,
-        _P,
-        _P,
-        _P,
-        ctypes.c_int,
-        ctypes.c_int,
-        _P,
-        _I,
-        _P,
-        _I,
-        _P,
-        ctypes.c_int,
-    ],
-    "fedrot_quic_send_f32": [
-        _P,
-        _I,
-        ctypes.c_double,
-        ctypes.c_uint64,
-        ctypes.c_uint64,
-        ctypes.c_int,
-        _P,
-        _I,
-        _P,
-        _P,
-        _P,
-        _I,
-        ctypes.c_double,
-        ctypes.c_double,
-        _P,
-        _P,
-        _P,
-        ctypes.c_int,
-    ],
+
+# ctypes spellings of the C types. Pointers are declared with their C pointee type
+# (checked against the C source by tests/test_kernels.py) and passed as addresses.
+_I64 = ctypes.c_int64
+_U64 = ctypes.c_uint64
+_INT = ctypes.c_int
+_F32 = ctypes.c_float
+_F64 = ctypes.c_double
+_VOID_P = ctypes.c_void_p
+_ptr = ctypes.POINTER
+_U8_P = _ptr(ctypes.c_uint8)
+_I64_P = _ptr(_I64)
+_U64_P = _ptr(_U64)
+_F32_P = _ptr(_F32)
+_F64_P = _ptr(_F64)
+
+
+@dataclass(frozen=True)
+class Prototype:
+    """The C signature of one exported kernel: return type and named parameters.
+
+    ``params`` lists ``(name, ctypes type)`` in C order, with the parameter names of
+    ``_kernels.c``; callers pass every argument by that name. Pointer parameters
+    carry their C pointee type (``POINTER(c_float)`` for ``const float *``) but are
+    passed as plain addresses (``c_void_p``). ``tests/test_kernels.py`` parses the C
+    source and checks every name, type and the order.
+    """
+
+    restype: type | None
+    params: tuple[tuple[str, type], ...]
+
+    def argtypes(self) -> list[type]:
+        """The ctypes ``argtypes``: every pointer becomes ``c_void_p``."""
+        return [
+            _VOID_P if issubclass(ctype, ctypes._Pointer) else ctype
+            for _, ctype in self.params
+        ]
+
+
+def _proto(restype: type | None, **params: type) -> Prototype:
+    return Prototype(restype, tuple(params.items()))
+
+
+def _rht(ftype: type) -> Prototype:
+    return _proto(
+        None,
+        x=_ptr(ftype),
+        rows=_I64,
+        size=_I64,
+        offset=_I64,
+        keys=_U64_P,
+        k=_INT,
+        inverse=_INT,
+        s=ftype,
+        threads=_INT,
+    )
+
+
+#: Every entry point of ``_kernels.c``, declared once.
+PROTOTYPES: Mapping[str, Prototype] = {
+    "fedrot_rht_f32": _rht(_F32),
+    "fedrot_rht_f64": _rht(_F64),
+    "fedrot_pack": _proto(None, codes=_VOID_P, esize=_INT, n=_I64, w=_INT, out=_U8_P),
+    "fedrot_unpack": _proto(
+        None, data=_U8_P, start=_I64, n=_I64, w=_INT, out=_VOID_P, esize=_INT
+    ),
+    "fedrot_dequant_f32": _proto(
+        None,
+        data=_U8_P,
+        start=_I64,
+        rows=_I64,
+        size=_I64,
+        w=_INT,
+        table=_F32_P,
+        scales=_F32_P,
+        out=_F32_P,
+    ),
+    "fedrot_eden_quant_f32": _proto(
+        None,
+        y=_F32_P,
+        rows=_I64,
+        size=_I64,
+        srow=_F32_P,
+        bnd=_F32_P,
+        nb=_INT,
+        cent=_F32_P,
+        codes=_U8_P,
+        prod=_F32_P,
+    ),
+    "fedrot_quic_agg_f32": _proto(
+        None,
+        n=_I64,
+        codes=_ptr(_U8_P),
+        hkeys=_U64_P,
+        norms=_ptr(_F32_P),
+        oidx=_ptr(_I64_P),
+        ovals=_ptr(_F32_P),
+        nout=_I64_P,
+        weights=_F32_P,
+        bits=_INT,
+        l=_INT,
+        table=_F32_P,
+        npieces=_I64,
+        pstart=_I64_P,
+        padded=_I64,
+        acc=_F32_P,
+        threads=_INT,
+    ),
+    "fedrot_quic_send_f32": _proto(
+        _I64,
+        z=_F32_P,
+        n=_I64,
+        T=_F64,
+        hkey=_U64,
+        ukey=_U64,
+        l=_INT,
+        means=_F64_P,
+        nm=_I64,
+        levels=_U8_P,
+        movers=_U8_P,
+        grid=_ptr(ctypes.c_int32),
+        ng=_I64,
+        g0=_F64,
+        ginv=_F64,
+        codes=_U8_P,
+        oidx=_I64_P,
+        counts=_I64_P,
+        threads=_INT,
+    ),
 }
-#: Entry points whose return value is used (the others return nothing).
-_RESTYPES = {"fedrot_quic_send_f32": ctypes.c_int64}
+
+
+class _Kernel:
+    """One loaded entry point, called with keyword arguments named as in C."""
+
+    __slots__ = ("_fn", "_names", "name")
+
+    def __init__(self, lib: ctypes.CDLL, name: str, proto: Prototype) -> None:
+        fn = getattr(lib, name)  # AttributeError: the library lacks the symbol
+        fn.argtypes = proto.argtypes()
+        fn.restype = proto.restype
+        self._fn = fn
+        self._names = tuple(pname for pname, _ in proto.params)
+        self.name = name
+
+    def __call__(self, **args: Any) -> Any:
+        if len(args) != len(self._names) or not all(n in args for n in self._names):
+            raise TypeError(
+                f"{self.name} takes the arguments {list(self._names)}. "
+                f"Found {list(args)}."
+            )
+        return self._fn(*[args[n] for n in self._names])
+
+
+@dataclass
+class _KernelState:
+    """Process-wide state: the on/off switch and the outcome of the one build.
+
+    Attributes
+    ----------
+    enabled
+        False under ``FEDROT_KERNELS=0`` or inside ``enabled(False)``.
+    tried
+        Whether the build was attempted (it is attempted once per process).
+    kernels
+        The loaded entry points by C name, or None (not built, or the build failed).
+    why
+        One line for :func:`status`: active, or why the torch path is used.
+    """
+
+    enabled: bool
+    tried: bool = False
+    kernels: dict[str, _Kernel] | None = None
+    why: str = "not built yet"
+
+
+_lock = threading.Lock()
+_STATE = _KernelState(enabled=os.environ.get("FEDROT_KERNELS", "1") != "0")
 
 
 def _cache_dir() -> Path:
@@ -150,7 +262,7 @@ def _cpu_id() -> str:
     return "\n".join(sorted(set(keep)))
 
 
-def _build() -> ctypes.CDLL:
+def _build() -> dict[str, _Kernel]:
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if cc is None:
         raise OSError("no C compiler (cc/gcc) on PATH")
@@ -177,27 +289,25 @@ def _build() -> ctypes.CDLL:
             if os.path.exists(tmp):
                 os.unlink(tmp)
     lib = ctypes.CDLL(str(out))
-    for name, args in _SIGNATURES.items():
-        fn = getattr(lib, name)
-        fn.argtypes = args
-        fn.restype = _RESTYPES.get(name)
-    return lib
+    return {name: _Kernel(lib, name, proto) for name, proto in PROTOTYPES.items()}
 
 
-def _lib() -> ctypes.CDLL | None:
-    if not _enabled[0]:
+def _lib() -> dict[str, _Kernel] | None:
+    """The loaded kernels by C name, building them on first use; None: use torch."""
+    state = _STATE
+    if not state.enabled:
         return None
-    if not _state["tried"]:
+    if not state.tried:
         with _lock:
-            if not _state["tried"]:
+            if not state.tried:
                 try:
-                    _state["lib"] = _build()
-                    _state["why"] = "compiled kernels active"
+                    state.kernels = _build()
+                    state.why = "compiled kernels active"
                 except (OSError, subprocess.SubprocessError, AttributeError) as exc:
                     detail = getattr(exc, "stderr", b"") or b""
-                    _state["why"] = f"torch fallback: {exc} {detail[-300:]!r}"
-                _state["tried"] = True
-    return _state["lib"]  # type: ignore[return-value]
+                    state.why = f"torch fallback: {exc} {detail[-300:]!r}"
+                state.tried = True
+    return state.kernels
 
 
 def available() -> bool:
@@ -207,10 +317,10 @@ def available() -> bool:
 
 def status() -> str:
     """One line saying whether the kernels are active, or why not."""
-    if not _enabled[0]:
+    if not _STATE.enabled:
         return "torch fallback: disabled (FEDROT_KERNELS=0 or enabled(False))"
     _lib()
-    return str(_state["why"])
+    return _STATE.why
 
 
 @contextlib.contextmanager
@@ -223,12 +333,12 @@ def enabled(flag: bool) -> Iterator[None]:
     ...     available()
     False
     """
-    old = _enabled[0]
-    _enabled[0] = bool(flag)
+    old = _STATE.enabled
+    _STATE.enabled = bool(flag)
     try:
         yield
     finally:
-        _enabled[0] = old
+        _STATE.enabled = old
 
 
 def _usable(*tensors: torch.Tensor) -> bool:
@@ -256,17 +366,19 @@ def rht_(
     if rows == 0:
         return True
     karr = (ctypes.c_uint64 * max(1, len(keys)))(*keys)
-    fn = lib.fedrot_rht_f32 if x.dtype == torch.float32 else lib.fedrot_rht_f64
+    fn = lib["fedrot_rht_f32" if x.dtype == torch.float32 else "fedrot_rht_f64"]
     fn(
-        x.data_ptr(),
-        rows,
-        size,
-        offset,
-        karr,
-        len(keys),
-        int(inverse),
-        scale,
-        max(1, min(torch.get_num_threads(), x.numel() >> _MIN_THREAD_WORK_LOG2)),
+        x=x.data_ptr(),
+        rows=rows,
+        size=size,
+        offset=offset,
+        keys=karr,
+        k=len(keys),
+        inverse=int(inverse),
+        s=scale,
+        threads=max(
+            1, min(torch.get_num_threads(), x.numel() >> _MIN_THREAD_WORK_LOG2)
+        ),
     )
     return True
 
@@ -283,7 +395,13 @@ def pack(codes: torch.Tensor, width: int) -> torch.Tensor | None:
     n = codes.numel()
     out = torch.empty((n * width + 7) // 8, dtype=torch.uint8)
     if n:
-        lib.fedrot_pack(codes.data_ptr(), _ESIZE[codes.dtype], n, width, out.data_ptr())
+        lib["fedrot_pack"](
+            codes=codes.data_ptr(),
+            esize=_ESIZE[codes.dtype],
+            n=n,
+            w=width,
+            out=out.data_ptr(),
+        )
     return out
 
 
@@ -299,7 +417,14 @@ def unpack(
     data = data.reshape(-1).contiguous()
     out = torch.empty(n, dtype=dtype)
     if n:
-        lib.fedrot_unpack(data.data_ptr(), 0, n, width, out.data_ptr(), _ESIZE[dtype])
+        lib["fedrot_unpack"](
+            data=data.data_ptr(),
+            start=0,
+            n=n,
+            w=width,
+            out=out.data_ptr(),
+            esize=_ESIZE[dtype],
+        )
     return out
 
 
@@ -329,15 +454,15 @@ def dequantize_(
         return False
     scales = scales.to(torch.float32).contiguous()
     rows, size = out.shape
-    lib.fedrot_dequant_f32(
-        data.data_ptr(),
-        start,
-        rows,
-        size,
-        width,
-        table.data_ptr(),
-        scales.data_ptr(),
-        out.data_ptr(),
+    lib["fedrot_dequant_f32"](
+        data=data.data_ptr(),
+        start=start,
+        rows=rows,
+        size=size,
+        w=width,
+        table=table.data_ptr(),
+        scales=scales.data_ptr(),
+        out=out.data_ptr(),
     )
     return True
 
@@ -367,16 +492,16 @@ def eden_quantize_(
     ):
         return False
     rows, size = y.shape
-    lib.fedrot_eden_quant_f32(
-        y.data_ptr(),
-        rows,
-        size,
-        factor.data_ptr(),
-        boundaries.data_ptr(),
-        boundaries.numel(),
-        centroids.data_ptr(),
-        codes.data_ptr(),
-        prod.data_ptr(),
+    lib["fedrot_eden_quant_f32"](
+        y=y.data_ptr(),
+        rows=rows,
+        size=size,
+        srow=factor.data_ptr(),
+        bnd=boundaries.data_ptr(),
+        nb=boundaries.numel(),
+        cent=centroids.data_ptr(),
+        codes=codes.data_ptr(),
+        prod=prod.data_ptr(),
     )
     return True
 
@@ -431,25 +556,25 @@ def quic_send(
         return 0
     counts = torch.empty((n + 65535) // 65536, dtype=torch.int64)
     return int(
-        lib.fedrot_quic_send_f32(
-            z.data_ptr(),
-            n,
-            threshold,
-            hkey,
-            ukey,
-            sr_log2,
-            means.data_ptr(),
-            means.numel() - 1,
-            levels.data_ptr(),
-            movers.data_ptr(),
-            grid.data_ptr(),
-            grid.numel() - 1,
-            grid_lo,
-            grid_inv,
-            codes.data_ptr(),
-            oidx.data_ptr(),
-            counts.data_ptr(),
-            _threads(n),
+        lib["fedrot_quic_send_f32"](
+            z=z.data_ptr(),
+            n=n,
+            T=threshold,
+            hkey=hkey,
+            ukey=ukey,
+            l=sr_log2,
+            means=means.data_ptr(),
+            nm=means.numel() - 1,
+            levels=levels.data_ptr(),
+            movers=movers.data_ptr(),
+            grid=grid.data_ptr(),
+            ng=grid.numel() - 1,
+            g0=grid_lo,
+            ginv=grid_inv,
+            codes=codes.data_ptr(),
+            oidx=oidx.data_ptr(),
+            counts=counts.data_ptr(),
+            threads=_threads(n),
         )
     )
 
@@ -494,26 +619,26 @@ def quic_aggregate_(
     ):
         return False
 
-    def ptrs(ts: Sequence[torch.Tensor]) -> ctypes.Array:
+    def ptrs(ts: Sequence[torch.Tensor]) -> ctypes.Array[ctypes.c_void_p]:
         return (ctypes.c_void_p * n)(*[t.data_ptr() for t in ts])
 
     padded = acc.numel()
-    lib.fedrot_quic_agg_f32(
-        n,
-        ptrs(codes),
-        (ctypes.c_uint64 * n)(*hkeys),
-        ptrs(norms),
-        ptrs(outlier_idx),
-        ptrs(outlier_values),
-        (ctypes.c_int64 * n)(*[t.numel() for t in outlier_idx]),
-        (ctypes.c_float * n)(*weights),
-        bits,
-        sr_log2,
-        table.data_ptr(),
-        piece_starts.numel() - 1,
-        piece_starts.data_ptr(),
-        padded,
-        acc.data_ptr(),
-        max(1, min(_threads(n * padded), (padded + 2047) // 2048)),
+    lib["fedrot_quic_agg_f32"](
+        n=n,
+        codes=ptrs(codes),
+        hkeys=(ctypes.c_uint64 * n)(*hkeys),
+        norms=ptrs(norms),
+        oidx=ptrs(outlier_idx),
+        ovals=ptrs(outlier_values),
+        nout=(ctypes.c_int64 * n)(*[t.numel() for t in outlier_idx]),
+        weights=(ctypes.c_float * n)(*weights),
+        bits=bits,
+        l=sr_log2,
+        table=table.data_ptr(),
+        npieces=piece_starts.numel() - 1,
+        pstart=piece_starts.data_ptr(),
+        padded=padded,
+        acc=acc.data_ptr(),
+        threads=max(1, min(_threads(n * padded), (padded + 2047) // 2048)),
     )
     return True

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
 import math
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -152,3 +155,147 @@ def test_rotation_scale_constant_is_float32_rounded() -> None:
     """The kernel scales by float32(1/sqrt(D)), like torch's mul_ on float32."""
     x = torch.ones(1, 2)
     assert float(fwht(x)[0, 0]) == float(torch.tensor(2.0) * (1.0 / math.sqrt(2)))
+
+
+# ------------------------------------------------- prototypes against the C source
+_C_SCALARS: dict[str, type] = {
+    "i64": ctypes.c_int64,
+    "int64_t": ctypes.c_int64,
+    "u64": ctypes.c_uint64,
+    "uint64_t": ctypes.c_uint64,
+    "int": ctypes.c_int,
+    "int32_t": ctypes.c_int32,
+    "uint8_t": ctypes.c_uint8,
+    "float": ctypes.c_float,
+    "double": ctypes.c_double,
+}
+_C_SOURCE = Path(_kernels.__file__).with_name("_kernels.c")
+
+
+def _c_type(text: str) -> type | None:
+    """ctypes type of a C type spelling (``const`` ignored, ``void *`` untyped)."""
+    stars = text.count("*")
+    words = [w for w in text.replace("*", " ").split() if w != "const"]
+    if words == ["void"]:
+        if stars == 0:
+            return None
+        ctype: type = ctypes.c_void_p
+        stars -= 1
+    elif len(words) == 1 and words[0] in _C_SCALARS:
+        ctype = _C_SCALARS[words[0]]
+    else:
+        raise AssertionError(f"no ctypes mapping for the C type {text!r}")
+    for _ in range(stars):
+        ctype = ctypes.POINTER(ctype)
+    return ctype
+
+
+def _expand_macros(text: str) -> str:
+    """Expand file-scope instantiations of function-like macros (with ``##``)."""
+    macros: dict[str, tuple[list[str], str]] = {}
+    kept = []
+    for line in text.split("\n"):
+        m = re.match(r"\s*#\s*define\s+(\w+)\(([^)]*)\)(.*)", line)
+        if m:
+            macros[m[1]] = ([p.strip() for p in m[2].split(",")], m[3])
+        elif not line.lstrip().startswith("#"):
+            kept.append(line)
+
+    def expand(m: re.Match[str]) -> str:
+        if m[1] not in macros:
+            return m[0]
+        params, body = macros[m[1]]
+        values = dict(zip(params, [a.strip() for a in m[2].split(",")], strict=True))
+        body = re.sub(r"\w+", lambda t: values.get(t[0], t[0]), body)
+        return re.sub(r"\s*##\s*", "", body)
+
+    return re.sub(r"^(\w+)\(([^()]*)\)\s*$", expand, "\n".join(kept), flags=re.M)
+
+
+def _c_exports(source: str) -> dict[str, tuple[type | None, list[tuple[str, type]]]]:
+    """The non-static file-scope function definitions of a C source:
+    name -> (return ctypes type, [(parameter name, ctypes type), ...])."""
+    text = source.replace("\\\n", " ")
+    text = re.sub(r"/\*.*?\*/", " ", text, flags=re.S)
+    text = re.sub(r"//[^\n]*", " ", text)
+    text = _expand_macros(text)
+    found: dict[str, tuple[type | None, list[tuple[str, type]]]] = {}
+    depth, head = 0, []
+    for ch in text:
+        if depth == 0 and ch == "{":
+            m = re.fullmatch(
+                r"\s*([\w\s*]+?)\s*\b(\w+)\s*\(([^()]*)\)\s*", "".join(head)
+            )
+            if m and "static" not in m[1].split():
+                params = []
+                for p in m[3].split(","):
+                    pm = re.fullmatch(r"\s*(.*?)\s*\b(\w+)\s*", p)
+                    assert pm is not None, p
+                    ctype = _c_type(pm[1])
+                    assert ctype is not None, p
+                    params.append((pm[2], ctype))
+                assert m[2] not in found, f"{m[2]} defined twice"
+                found[m[2]] = (_c_type(m[1]), params)
+            head = []
+        if ch == "{":
+            depth += 1
+        elif ch == "}":
+            depth -= 1
+            head = []
+        elif depth == 0:
+            head = [] if ch == ";" else [*head, ch]
+    return found
+
+
+def _drift(source: str) -> list[str]:
+    """Every difference between the C definitions and ``_kernels.PROTOTYPES``."""
+    exports = _c_exports(source)
+    problems = [
+        f"{name}: in one place only"
+        for name in sorted(set(exports) ^ set(_kernels.PROTOTYPES))
+    ]
+    for name, (restype, params) in exports.items():
+        proto = _kernels.PROTOTYPES.get(name)
+        if proto is None:
+            continue
+        if proto.restype is not restype:
+            problems.append(f"{name}: returns {restype}, declared {proto.restype}")
+        if list(proto.params) != params:
+            problems.append(f"{name}: C {params} != declared {list(proto.params)}")
+    return problems
+
+
+def test_prototypes_match_the_c_source() -> None:
+    """Names, count, order and types of every exported kernel's parameters."""
+    source = _C_SOURCE.read_text()
+    exports = _c_exports(source)
+    assert {"fedrot_rht_f32", "fedrot_rht_f64"} <= set(exports)  # macro-made
+    assert len(exports["fedrot_quic_send_f32"][1]) == 18
+    assert _drift(source) == []
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        ("i64 fedrot_quic_send_f32(", "int fedrot_quic_send_f32("),  # return type
+        ("int l,\n                         const double", "i64 l,\n const double"),
+        ("int esize) {", "int esize, int extra) {"),  # one parameter more
+        ("float *out) {\n    uint8_t buf", "double *out) {\n    uint8_t buf"),
+        ("T s, int threads)", "double s, int threads)"),  # inside the FWHT macro
+        ("void fedrot_pack(", "static void fedrot_pack("),  # no longer exported
+    ],
+)
+def test_prototype_check_detects_drift(before: str, after: str) -> None:
+    source = _C_SOURCE.read_text()
+    assert before in source
+    assert _drift(source.replace(before, after, 1)) != []
+
+
+@needs_kernels
+def test_kernels_take_exactly_their_named_arguments() -> None:
+    lib = _kernels._lib()
+    assert lib is not None and set(lib) == set(_kernels.PROTOTYPES)
+    with pytest.raises(TypeError, match="fedrot_pack takes the arguments"):
+        lib["fedrot_pack"](codes=0, esize=1, n=0, w=1)  # `out` missing
+    with pytest.raises(TypeError, match="fedrot_pack takes the arguments"):
+        lib["fedrot_pack"](codes=0, esize=1, n=0, w=1, out=0, extra=2)
