@@ -200,7 +200,7 @@ PROTOTYPES: Mapping[str, Prototype] = {
 class _Kernel:
     """One loaded entry point, called with keyword arguments named as in C."""
 
-    __slots__ = ("_fn", "_names", "name")
+    __slots__ = ("_fn", "_names", "_name_set", "name")
 
     def __init__(self, lib: ctypes.CDLL, name: str, proto: Prototype) -> None:
         fn = getattr(lib, name)  # AttributeError: the library lacks the symbol
@@ -208,15 +208,16 @@ class _Kernel:
         fn.restype = proto.restype
         self._fn = fn
         self._names = tuple(pname for pname, _ in proto.params)
+        self._name_set = frozenset(self._names)
         self.name = name
 
     def __call__(self, **args: Any) -> Any:
-        if len(args) != len(self._names) or not all(n in args for n in self._names):
+        if args.keys() != self._name_set:
             raise TypeError(
                 f"{self.name} takes the arguments {list(self._names)}. "
                 f"Found {list(args)}."
             )
-        return self._fn(*[args[n] for n in self._names])
+        return self._fn(*map(args.__getitem__, self._names))
 
 
 @dataclass
