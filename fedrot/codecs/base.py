@@ -19,6 +19,7 @@ import torch
 from .. import wire
 from ..errors import PayloadError
 from ..seeds import MASK64
+from . import _scaling
 
 __all__ = ["Codec", "CodecInfo", "as_vector", "tensor_bytes", "read_tensor", "read_f32"]
 
@@ -62,8 +63,9 @@ class CodecInfo:
     expected_vnmse: float | None
 
 
-def as_vector(x: Any, device: torch.device) -> torch.Tensor:
-    """Validate an input update and return a float32 copy on ``device``.
+def as_vector(x: Any, device: torch.device) -> tuple[torch.Tensor, float]:
+    """Validate an input update; returns a float32 copy on ``device`` and its
+    largest magnitude.
 
     Raises
     ------
@@ -93,13 +95,14 @@ def as_vector(x: Any, device: torch.device) -> torch.Tensor:
             "`x` must have at least one coordinate. Found an empty vector."
         )
     v = x.detach().to(device=device, dtype=torch.float32, copy=True)
-    if not _all_finite(v):
+    amax = _max_abs(v)
+    if not math.isfinite(amax):
         bad = int((~torch.isfinite(v)).sum())
         raise ValueError(
             f"`x` holds {bad} NaN/Inf value(s) (or values beyond float32 range); "
             "refusing to encode a non-finite update."
         )
-    return v
+    return v, amax
 
 
 def tensor_bytes(t: torch.Tensor) -> bytes:
@@ -122,15 +125,21 @@ def read_f32(reader: wire.Reader, n: int, device: torch.device) -> torch.Tensor:
     return torch.from_numpy(reader.f32(n).copy()).to(device)
 
 
-def _all_finite(t: torch.Tensor) -> bool:
-    """Whether every value is finite, in one reduction pass without a mask tensor.
-
-    min and max propagate NaN, and an infinity is the min or the max.
-    """
+def _max_abs(t: torch.Tensor) -> float:
+    """``max |t|`` in one reduction pass without a copy (NaN or inf when any value
+    is not finite: min and max propagate NaN, and an infinity is the min or max)."""
     if t.numel() == 0:
-        return True
+        return 0.0
     lo, hi = torch.aminmax(t)
-    return math.isfinite(float(lo)) and math.isfinite(float(hi))
+    lo_f, hi_f = float(lo), float(hi)
+    if math.isnan(lo_f) or math.isnan(hi_f):
+        return math.nan
+    return max(-lo_f, hi_f)
+
+
+def _all_finite(t: torch.Tensor) -> bool:
+    """Whether every value is finite, in one reduction pass without a mask tensor."""
+    return math.isfinite(_max_abs(t))
 
 
 def _check_finite(out: torch.Tensor) -> None:
@@ -160,6 +169,10 @@ class Codec(ABC):
 
     name: ClassVar[str]
     codec_id: ClassVar[int]
+    #: True for codecs whose payload is codes plus float32 scales proportional to
+    #: the input: ``encode`` then rescales inputs beyond ``2**±32`` by an exact power
+    #: of two (see :mod:`fedrot.codecs._scaling`), and ``_encode`` gets its exponent.
+    prescales: ClassVar[bool] = False
     #: True only when ``decode(encode(x))`` equals ``x`` bit for bit (as float32):
     #: a protocol fact, never inferred from an error statistic.
     lossless: ClassVar[bool] = False
@@ -193,9 +206,30 @@ class Codec(ABC):
             Round seed shared by all clients, in 0..2**64-1.
         client : int
             Sender id (e.g. a Flower node id), in 0..2**64-1.
+
+        Any finite float32 input is accepted, including entries near float32's
+        largest value (3.4e38) and subnormals: norms and scales are computed on a
+        power-of-two rescaled copy (exact), so they neither overflow nor underflow.
+        Values below float32's smallest normal (1.2e-38) keep float32's subnormal
+        resolution (absolute spacing 1.4e-45) through scales and the decoded output.
+
+        Raises
+        ------
+        TypeError, ValueError
+            For a bad input (not 1-D, empty, not floating, NaN/Inf) or id.
+        ValueError
+            When the payload cannot represent ``x`` (only for entries within a small
+            factor of float32's largest value, or beyond float16's range for
+            ``fp16``): a scale, or the estimate the decoder would compute, exceeds
+            the format's range. Nothing is ever sent that its decoder rejects.
         """
         seed, client = _check_id("seed", seed), _check_id("client", client)
-        return self._encode(as_vector(x, self.device), seed, client)
+        v, amax = as_vector(x, self.device)
+        exp = _scaling.exponent(amax) if self.prescales else 0
+        blob = self._encode(_scaling.mul_pow2_(v, exp), seed, client, exp)
+        if amax > 2.0**_scaling.SAFE_LOG2:
+            self._check_decodable(blob, seed, client, amax)
+        return blob
 
     def decode(self, blob: bytes, *, seed: int, client: int) -> torch.Tensor:
         """Rebuild the vector from a payload; returns a float32 tensor of length d.
@@ -207,9 +241,7 @@ class Codec(ABC):
             version, or its length does not match its header.
         """
         seed, client = _check_id("seed", seed), _check_id("client", client)
-        header, body = wire.parse(blob)
-        self._check_header(header)
-        out = self._decode(header, wire.Reader(body), seed, client)
+        out = self._decode_unchecked(blob, seed, client)
         _check_finite(out)
         return out
 
@@ -279,8 +311,10 @@ class Codec(ABC):
         return 0
 
     @abstractmethod
-    def _encode(self, v: torch.Tensor, seed: int, client: int) -> bytes:
-        """Payload for a validated float32 vector on ``self.device``."""
+    def _encode(self, v: torch.Tensor, seed: int, client: int, exp: int) -> bytes:
+        """Payload for a validated float32 vector on ``self.device`` (a private
+        copy). ``v`` is the input times ``2**exp`` (0 unless ``prescales``): every
+        scale written must be divided back with :func:`_scaling.unscale`."""
 
     @abstractmethod
     def _decode(
@@ -306,6 +340,24 @@ class Codec(ABC):
         return acc
 
     # ----------------------------------------------------------------- helpers
+    def _decode_unchecked(self, blob: bytes, seed: int, client: int) -> torch.Tensor:
+        header, body = wire.parse(blob)
+        self._check_header(header)
+        return self._decode(header, wire.Reader(body), seed, client)
+
+    def _check_decodable(
+        self, blob: bytes, seed: int, client: int, amax: float
+    ) -> None:
+        """Refuse (ValueError) a payload for a huge input whose decoded estimate
+        would not fit in float32, instead of sending what the decoder rejects."""
+        if not _all_finite(self._decode_unchecked(blob, seed, client)):
+            raise ValueError(
+                f"`x` is too large for {self!r}: its largest value is {amax:.3g} and "
+                "the decoded estimate (the value plus this codec's error) would "
+                f"exceed float32's range ({torch.finfo(torch.float32).max:.3g}). "
+                "Scale the update down or use the 'fp32' codec."
+            )
+
     def _pack(self, *, d: int, rotations: int, body: list[bytes]) -> bytes:
         return wire.build(
             codec_id=self.codec_id,

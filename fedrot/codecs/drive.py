@@ -25,6 +25,7 @@ from .. import bitpack, wire
 from ..chunking import DEFAULT_CHUNK_SIZE, plan_chunks
 from ..rotation import piece_views
 from . import _rotated as rot
+from ._scaling import decode_exponent, mul_pow2_, restore, unscale
 from .base import Codec, read_f32, read_tensor, tensor_bytes
 
 __all__ = ["DriveCodec"]
@@ -37,6 +38,7 @@ class DriveCodec(Codec):
 
     name = "drive"
     codec_id = 2
+    prescales = True
 
     def __init__(
         self,
@@ -80,7 +82,7 @@ class DriveCodec(Codec):
     def _expected_vnmse(self) -> float:
         return math.pi / 2 - 1 if self.scale == "unbiased" else 1 - 2 / math.pi
 
-    def _encode(self, v: torch.Tensor, seed: int, client: int) -> bytes:
+    def _encode(self, v: torch.Tensor, seed: int, client: int, exp: int) -> bytes:
         plan, k, y = rot.forward_(
             v,
             chunk_log2=self.chunk_log2,
@@ -101,7 +103,10 @@ class DriveCodec(Codec):
                 s = l1 / view.shape[1]
             scales.append(s)
         bits = bitpack.pack(y < 0, 1)
-        body = [tensor_bytes(torch.cat(scales)), tensor_bytes(bits)]
+        body = [
+            tensor_bytes(unscale(torch.cat(scales), exp, "scale")),
+            tensor_bytes(bits),
+        ]
         return self._pack(d=v.numel(), rotations=k, body=body)
 
     def _decode(
@@ -114,13 +119,17 @@ class DriveCodec(Codec):
             "scales and signs",
         )
         scales = read_f32(reader, plan.num_pieces, self.device)
+        exp = decode_exponent(scales)
+        mul_pow2_(scales, exp)
         raw = read_tensor(reader.take(reader.remaining), torch.uint8, self.device)
         q = torch.empty(plan.padded, dtype=torch.float32, device=self.device)
         if rot.dequantize_pieces_(q, plan, raw, 1, self._pm1, scales):
-            return rot.inverse_(q, plan, header.rotations, seed=seed, client=client)
+            out = rot.inverse_(q, plan, header.rotations, seed=seed, client=client)
+            return restore(out, exp)
         q = 1.0 - 2.0 * bitpack.unpack(raw, plan.padded, 1).to(torch.float32)
         rot.scale_pieces_(q, plan, scales)
-        return rot.inverse(q, plan, header.rotations, seed=seed, client=client)
+        out = rot.inverse(q, plan, header.rotations, seed=seed, client=client)
+        return restore(out, exp)
 
     def _sizes(self, d: int) -> tuple[int, int]:
         plan = plan_chunks(d, self.chunk_log2)

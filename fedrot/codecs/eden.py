@@ -39,6 +39,7 @@ from ..rotation import piece_views
 from ..seeds import Stream, derive_seed, uniforms_torch
 from ..tables.lloyd_max import lloyd_max
 from . import _rotated as rot
+from ._scaling import decode_exponent, mul_pow2_, restore, unscale
 from .base import Codec, read_f32, read_tensor, tensor_bytes
 
 __all__ = ["EdenCodec"]
@@ -59,6 +60,7 @@ class EdenCodec(Codec):
     name = "eden"
     codec_id = 3
     unbiased = True
+    prescales = True
 
     def __init__(
         self,
@@ -125,7 +127,7 @@ class EdenCodec(Codec):
 
     # ------------------------------------------------------------------ encode
     def _encode_dense(
-        self, v: torch.Tensor, seed: int, client: int
+        self, v: torch.Tensor, seed: int, client: int, exp: int
     ) -> tuple[int, list[bytes]]:
         plan, k, y = rot.forward_(
             v,
@@ -136,7 +138,7 @@ class EdenCodec(Codec):
         )
         hi = self._hi_mask(plan.padded, seed, client)
         if hi is None:
-            fast = self._encode_fast(plan, y)
+            fast = self._encode_fast(plan, y, exp)
             if fast is not None:
                 return k, fast
         codes = torch.empty(plan.padded, dtype=torch.int64, device=self.device)
@@ -159,7 +161,7 @@ class EdenCodec(Codec):
             cview.copy_(q)
             dot = (c * view).sum(dim=1)
             scales.append(torch.where(norm2 > 0, norm2 / dot, torch.zeros_like(norm2)))
-        body = [tensor_bytes(torch.cat(scales))]
+        body = [tensor_bytes(unscale(torch.cat(scales), exp, "scale"))]
         if hi is None:
             body.append(tensor_bytes(bitpack.pack(codes, self._lo)))
         else:
@@ -169,7 +171,9 @@ class EdenCodec(Codec):
             body.append(tensor_bytes(bitpack.pack(codes[~hi], self._lo)))
         return k, body
 
-    def _encode_fast(self, plan: ChunkPlan, y: torch.Tensor) -> list[bytes] | None:
+    def _encode_fast(
+        self, plan: ChunkPlan, y: torch.Tensor, exp: int
+    ) -> list[bytes] | None:
         """Integer-bit quantization with the fused kernel (None: unavailable).
 
         Same operations as the torch loop of :meth:`_encode_dense`: norms and dot
@@ -194,14 +198,14 @@ class EdenCodec(Codec):
             dot = pview.sum(dim=1)
             scales.append(torch.where(norm2 > 0, norm2 / dot, torch.zeros_like(norm2)))
         return [
-            tensor_bytes(torch.cat(scales)),
+            tensor_bytes(unscale(torch.cat(scales), exp, "scale")),
             tensor_bytes(bitpack.pack(codes, self._lo)),
         ]
 
-    def _encode(self, v: torch.Tensor, seed: int, client: int) -> bytes:
+    def _encode(self, v: torch.Tensor, seed: int, client: int, exp: int) -> bytes:
         d = v.numel()
         if self.bits >= 1:
-            k, body = self._encode_dense(v, seed, client)
+            k, body = self._encode_dense(v, seed, client, exp)
             return self._pack(d=d, rotations=k, body=body)
         keep = (
             uniforms_torch(self._mask_key(seed, client), d, device=self.device)
@@ -211,7 +215,7 @@ class EdenCodec(Codec):
         head = struct.pack("<Q", sub.numel())
         if sub.numel() == 0:
             return self._pack(d=d, rotations=0, body=[head])
-        k, body = self._encode_dense(sub, seed, client)
+        k, body = self._encode_dense(sub, seed, client, exp)
         return self._pack(d=d, rotations=k, body=[head, *body])
 
     # ------------------------------------------------------------------ decode
@@ -233,13 +237,15 @@ class EdenCodec(Codec):
             "scales and codes",
         )
         scales = read_f32(reader, plan.num_pieces, self.device)
+        exp = decode_exponent(scales)
+        mul_pow2_(scales, exp)
         raw = read_tensor(reader.take(reader.remaining), torch.uint8, self.device)
         cent_lo, _ = self._tables[self._lo]
         hi = self._hi_mask(plan.padded, seed, client)
         if hi is None:
             c = torch.empty(plan.padded, dtype=torch.float32, device=self.device)
             if rot.dequantize_pieces_(c, plan, raw, self._lo, cent_lo, scales):
-                return rot.inverse_(c, plan, k, seed=seed, client=client)
+                return restore(rot.inverse_(c, plan, k, seed=seed, client=client), exp)
             c = cent_lo[bitpack.unpack(raw, plan.padded, self._lo)]
         else:
             if int(hi.sum()) != n_hi:
@@ -254,7 +260,7 @@ class EdenCodec(Codec):
             ]
             c[~hi] = cent_lo[bitpack.unpack(raw[split:], plan.padded - n_hi, self._lo)]
         rot.scale_pieces_(c, plan, scales)
-        return rot.inverse(c, plan, k, seed=seed, client=client)
+        return restore(rot.inverse(c, plan, k, seed=seed, client=client), exp)
 
     def _decode(
         self, header: wire.Header, reader: wire.Reader, seed: int, client: int

@@ -25,6 +25,7 @@ from ..chunking import DEFAULT_CHUNK_SIZE, plan_chunks
 from ..rotation import piece_views
 from ..seeds import Stream, derive_seed, uniforms_torch
 from . import _rotated as rot
+from ._scaling import decode_exponent, mul_pow2_, restore, unscale
 from .base import Codec, read_f32, read_tensor, tensor_bytes
 
 __all__ = ["HadamardSQCodec"]
@@ -35,6 +36,7 @@ class HadamardSQCodec(Codec):
 
     name = "hadamard-sq"
     codec_id = 6
+    prescales = True
 
     def __init__(
         self,
@@ -64,7 +66,7 @@ class HadamardSQCodec(Codec):
     def _chunk_log2(self) -> int:
         return self.chunk_log2
 
-    def _encode(self, v: torch.Tensor, seed: int, client: int) -> bytes:
+    def _encode(self, v: torch.Tensor, seed: int, client: int, exp: int) -> bytes:
         plan, k, y = rot.forward_(
             v,
             chunk_log2=self.chunk_log2,
@@ -94,7 +96,7 @@ class HadamardSQCodec(Codec):
             cview.copy_(level.clamp_(0, top).to(torch.int64))
             bounds.append(torch.stack([lo, hi], dim=1).reshape(-1))
         body = [
-            tensor_bytes(torch.cat(bounds)),
+            tensor_bytes(unscale(torch.cat(bounds), exp, "range")),
             tensor_bytes(bitpack.pack(codes, self.bits)),
         ]
         return self._pack(d=v.numel(), rotations=k, body=body)
@@ -109,6 +111,8 @@ class HadamardSQCodec(Codec):
             "ranges and codes",
         )
         bounds = read_f32(reader, 2 * plan.num_pieces, self.device).view(-1, 2)
+        exp = decode_exponent(bounds)
+        mul_pow2_(bounds, exp)
         raw = read_tensor(reader.take(reader.remaining), torch.uint8, self.device)
         levels = bitpack.unpack(raw, plan.padded, self.bits).to(torch.float32)
         step = (bounds[:, 1] - bounds[:, 0]) / ((1 << self.bits) - 1)
@@ -117,7 +121,8 @@ class HadamardSQCodec(Codec):
             rows = slice(start, start + view.shape[0])
             view.mul_(step[rows, None]).add_(bounds[rows, 0, None])
             start += view.shape[0]
-        return rot.inverse_(levels, plan, header.rotations, seed=seed, client=client)
+        out = rot.inverse_(levels, plan, header.rotations, seed=seed, client=client)
+        return restore(out, exp)
 
     def _sizes(self, d: int) -> tuple[int, int]:
         plan = plan_chunks(d, self.chunk_log2)

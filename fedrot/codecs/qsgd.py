@@ -25,6 +25,7 @@ import torch
 from .. import bitpack, wire
 from ..errors import PayloadError
 from ..seeds import Stream, derive_seed, uniforms_torch
+from ._scaling import decode_exponent, mul_pow2_, restore, unscale
 from .base import Codec, read_f32, read_tensor, tensor_bytes
 
 __all__ = ["QsgdCodec"]
@@ -36,6 +37,7 @@ class QsgdCodec(Codec):
     name = "qsgd"
     rotates = False
     codec_id = 5
+    prescales = True
 
     def __init__(self, *, levels: int = 1, device: str | torch.device = "cpu") -> None:
         super().__init__(device=device)
@@ -55,7 +57,7 @@ class QsgdCodec(Codec):
     def _param_block(self) -> bytes:
         return struct.pack("<H", self.levels)
 
-    def _encode(self, v: torch.Tensor, seed: int, client: int) -> bytes:
+    def _encode(self, v: torch.Tensor, seed: int, client: int, exp: int) -> bytes:
         norm = v.norm()
         inv = self.levels / norm if float(norm) > 0 else torch.zeros_like(norm)
         r = v.abs() * inv
@@ -68,7 +70,7 @@ class QsgdCodec(Codec):
         )
         codes = level | ((v < 0).to(torch.int64) << self._lw)
         body = [
-            tensor_bytes(norm.reshape(1)),
+            tensor_bytes(unscale(norm.reshape(1), exp, "L2 norm")),
             tensor_bytes(bitpack.pack(codes, self._width)),
         ]
         return self._pack(d=v.numel(), rotations=0, body=body)
@@ -80,13 +82,15 @@ class QsgdCodec(Codec):
             4 + bitpack.packed_size(header.d, self._width), "norm and codes"
         )
         norm = read_f32(reader, 1, self.device)
+        exp = decode_exponent(norm)
+        mul_pow2_(norm, exp)
         raw = read_tensor(reader.take(reader.remaining), torch.uint8, self.device)
         codes = bitpack.unpack(raw, header.d, self._width)
         level = codes & ((1 << self._lw) - 1)
         if bool((level > self.levels).any()):
             raise PayloadError(f"Payload corrupt: a level exceeds s = {self.levels}.")
         sign = 1.0 - 2.0 * (codes >> self._lw).to(torch.float32)
-        return sign * level.to(torch.float32) * (norm / self.levels)
+        return restore(sign * level.to(torch.float32) * (norm / self.levels), exp)
 
     def _sizes(self, d: int) -> tuple[int, int]:
         codes = bitpack.packed_size(d, self._width)

@@ -49,6 +49,7 @@ from ..rotation import piece_views
 from ..seeds import Stream, derive_seed, words_torch
 from ..tables.quic_fl import QuicFLTable, quic_fl_table, shipped_outlier_log2
 from . import _rotated as rot
+from ._scaling import decode_exponent, mul_pow2_, restore, unscale
 from .base import Codec, read_f32, read_tensor, tensor_bytes
 
 __all__ = ["QuicFLCodec", "shared_h", "private_uniforms", "sender", "receiver"]
@@ -107,6 +108,7 @@ class QuicFLCodec(Codec):
     codec_id = 11
     unbiased = True
     shared_rotation = True
+    prescales = True
 
     def __init__(
         self,
@@ -237,7 +239,7 @@ class QuicFLCodec(Codec):
         return total, codes
 
     # ------------------------------------------------------------------ encode
-    def _encode(self, v: torch.Tensor, seed: int, client: int) -> bytes:
+    def _encode(self, v: torch.Tensor, seed: int, client: int, exp: int) -> bytes:
         plan, k, y = rot.forward(
             v,
             chunk_log2=self.chunk_log2,
@@ -256,10 +258,10 @@ class QuicFLCodec(Codec):
         w = self._index_width(plan.padded)
         body = [
             struct.pack("<Q", idx.numel()),
-            tensor_bytes(torch.cat(norms)),
+            tensor_bytes(unscale(torch.cat(norms), exp, "norm")),
             tensor_bytes(bitpack.pack(x, self.bits)),
             tensor_bytes(bitpack.pack(idx, w)),
-            tensor_bytes(y[idx]),
+            tensor_bytes(unscale(y[idx], exp, "outlier value")),
         ]
         return self._pack(d=v.numel(), rotations=k, body=body)
 
@@ -332,52 +334,68 @@ class QuicFLCodec(Codec):
             )
         return plan, norms, codes, idx, values
 
-    def _rotated_estimate(
-        self, header: wire.Header, reader: wire.Reader, seed: int, client: int
-    ) -> tuple[ChunkPlan, torch.Tensor]:
-        """The client's estimate of its rotated vector (before the inverse stack)."""
-        plan, norms, codes, idx, values = self._parse_body(header, reader)
+    def _estimate(
+        self, parts: tuple[Any, ...], seed: int, client: int, exp: int = 0
+    ) -> torch.Tensor:
+        """The client's estimate of its rotated vector (before the inverse stack)
+        from its parsed body, times ``2**exp``."""
+        plan, norms, codes, idx, values = parts
         x = bitpack.unpack(codes, plan.padded, self.bits)
         h = shared_h(seed, client, plan.padded, self.table.sr_log2, self.device)
         est = receiver(x, h, self._tab)
-        rot.scale_pieces_(est, plan, norms)
-        est[idx] = values
-        return plan, est
+        rot.scale_pieces_(est, plan, mul_pow2_(norms, exp))
+        est[idx] = mul_pow2_(values, exp)
+        return est
 
     def _decode(
         self, header: wire.Header, reader: wire.Reader, seed: int, client: int
     ) -> torch.Tensor:
-        plan, est = self._rotated_estimate(header, reader, seed, client)
-        return rot.inverse(est, plan, header.rotations, seed=seed, client=None)
+        parts = self._parse_body(header, reader)
+        exp = decode_exponent(parts[1], parts[4])
+        est = self._estimate(parts, seed, client, exp)
+        out = rot.inverse(est, parts[0], header.rotations, seed=seed, client=None)
+        return restore(out, exp)
 
     def _aggregate(
         self, blobs: list[bytes], seed: int, clients: list[int], weights: torch.Tensor
     ) -> torch.Tensor:
-        """Sum the weighted estimates in the rotated domain; one inverse per k."""
-        if self.device.type == "cpu" and _kernels.available():
-            return self._aggregate_fused(blobs, seed, clients, weights)
-        sums: dict[int, torch.Tensor] = {}
-        plan: ChunkPlan | None = None
-        for i, (blob, client, wt) in enumerate(
-            zip(blobs, clients, weights.tolist(), strict=True)
-        ):
+        """Sum the weighted estimates in the rotated domain; one inverse per k.
+
+        Payloads whose scales need rescaling (inputs beyond 2**±32) are decoded one
+        by one instead, so that no sum leaves float32's range.
+        """
+        parsed = []
+        for i, (blob, client) in enumerate(zip(blobs, clients, strict=True)):
             header, body = wire.parse(blob)
             try:
-                plan, est = self._rotated_estimate(
-                    header, wire.Reader(body), seed, client
+                parsed.append(
+                    (header.rotations, self._parse_body(header, wire.Reader(body)))
                 )
             except PayloadError as exc:
                 raise PayloadError(f"Payload {i} (client {client}): {exc}") from exc
-            k = header.rotations
+        if any(decode_exponent(p[1], p[4]) for _, p in parsed):
+            return super()._aggregate(blobs, seed, clients, weights)
+        plan = parsed[0][1][0]
+        if self.device.type == "cpu" and _kernels.available():
+            return self._aggregate_fused(parsed, plan, seed, clients, weights)
+        sums: dict[int, torch.Tensor] = {}
+        for (k, parts), client, wt in zip(
+            parsed, clients, weights.tolist(), strict=True
+        ):
+            est = self._estimate(parts, seed, client)
             if k in sums:
                 sums[k].add_(est, alpha=wt)
             else:
                 sums[k] = est.mul_(wt)
-        assert plan is not None
         return self._invert_sums(sums, plan, seed)
 
     def _aggregate_fused(
-        self, blobs: list[bytes], seed: int, clients: list[int], weights: torch.Tensor
+        self,
+        parsed: list[tuple[int, tuple[Any, ...]]],
+        plan: ChunkPlan,
+        seed: int,
+        clients: list[int],
+        weights: torch.Tensor,
     ) -> torch.Tensor:
         """:meth:`_aggregate` with the compiled kernel: the same sums, per element the
         same operations in the same client order (``add_`` as one fused
@@ -385,20 +403,12 @@ class QuicFLCodec(Codec):
         tensors: each block of coordinates is accumulated over all clients in cache.
         """
         groups: dict[int, dict[str, list[Any]]] = {}
-        plan: ChunkPlan | None = None
-        for i, (blob, client, wt) in enumerate(
-            zip(blobs, clients, weights.tolist(), strict=True)
+        for (k, parts), client, wt in zip(
+            parsed, clients, weights.tolist(), strict=True
         ):
-            header, body = wire.parse(blob)
-            try:
-                plan, norms, codes, idx, values = self._parse_body(
-                    header, wire.Reader(body)
-                )
-            except PayloadError as exc:
-                raise PayloadError(f"Payload {i} (client {client}): {exc}") from exc
+            _, norms, codes, idx, values = parts
             g = groups.setdefault(
-                header.rotations,
-                {k: [] for k in ("codes", "hkeys", "norms", "idx", "vals", "w")},
+                k, {key: [] for key in ("codes", "hkeys", "norms", "idx", "vals", "w")}
             )
             g["codes"].append(codes)
             g["hkeys"].append(derive_seed(seed, client, Stream.SHARED_H))
@@ -406,7 +416,6 @@ class QuicFLCodec(Codec):
             g["idx"].append(idx)
             g["vals"].append(values)
             g["w"].append(wt)
-        assert plan is not None
         starts = [g.offset + r * g.size for g in plan.groups for r in range(g.rows)]
         piece_starts = torch.tensor([*starts, plan.padded], dtype=torch.int64)
         flat = self._fast_tables()["flat"]

@@ -52,7 +52,7 @@ class RandKCodec(Codec):
         )
         return torch.topk(keys, k, largest=False, sorted=False).indices.sort().values
 
-    def _encode(self, v: torch.Tensor, seed: int, client: int) -> bytes:
+    def _encode(self, v: torch.Tensor, seed: int, client: int, exp: int) -> bytes:
         idx = self._indices(v.numel(), seed, client)
         return self._pack(d=v.numel(), rotations=0, body=[tensor_bytes(v[idx])])
 

@@ -4,6 +4,8 @@
 bit for bit: it is the reference path that every lossy codec is compared against.
 ``fp16`` rounds to IEEE half precision (2 bytes per coordinate); values beyond the
 half range (|x| > 65504) are rejected with a ValueError rather than sent as infinity.
+Small values keep half precision's absolute resolution: below 6.1e-5 (fp16 subnormals)
+the spacing is 6e-8, and values below 3e-8 round to zero, as any cast to float16 does.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ class Fp32Codec(Codec):
     def __init__(self, *, device: str | torch.device = "cpu") -> None:
         super().__init__(device=device)
 
-    def _encode(self, v: torch.Tensor, seed: int, client: int) -> bytes:
+    def _encode(self, v: torch.Tensor, seed: int, client: int, exp: int) -> bytes:
         return _encode_raw(self, v, torch.float32)
 
     def _decode(
@@ -71,12 +73,12 @@ class Fp16Codec(Codec):
     def __init__(self, *, device: str | torch.device = "cpu") -> None:
         super().__init__(device=device)
 
-    def _encode(self, v: torch.Tensor, seed: int, client: int) -> bytes:
+    def _encode(self, v: torch.Tensor, seed: int, client: int, exp: int) -> bytes:
         big = float(v.abs().max())
         if big > _FP16_MAX:
             raise ValueError(
                 f"`x` has a value of magnitude {big:g}, beyond float16's range "
-                f"({_FP16_MAX:g}); use codec 'fp32' or scale the update."
+                f"(±{_FP16_MAX:g}); use codec 'fp32' or scale the update down."
             )
         return _encode_raw(self, v, torch.float16)
 

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from .. import bitpack, wire
+from ._scaling import decode_exponent, mul_pow2_, restore, unscale
 from .base import Codec, read_f32, read_tensor, tensor_bytes
 
 __all__ = ["SignSGDCodec"]
@@ -27,6 +28,7 @@ class SignSGDCodec(Codec):
 
     name = "signsgd"
     codec_id = 10
+    prescales = True
     unbiased = False
     rotates = False
 
@@ -36,8 +38,8 @@ class SignSGDCodec(Codec):
     def params(self) -> dict[str, Any]:
         return {}
 
-    def _encode(self, v: torch.Tensor, seed: int, client: int) -> bytes:
-        scale = v.abs().mean().reshape(1)
+    def _encode(self, v: torch.Tensor, seed: int, client: int, exp: int) -> bytes:
+        scale = unscale(v.abs().mean().reshape(1), exp, "mean magnitude")
         body = [tensor_bytes(scale), tensor_bytes(bitpack.pack(v < 0, 1))]
         return self._pack(d=v.numel(), rotations=0, body=body)
 
@@ -46,8 +48,11 @@ class SignSGDCodec(Codec):
     ) -> torch.Tensor:
         reader.expect_remaining(4 + bitpack.packed_size(header.d, 1), "scale and signs")
         scale = read_f32(reader, 1, self.device)
+        exp = decode_exponent(scale)
+        mul_pow2_(scale, exp)
         raw = read_tensor(reader.take(reader.remaining), torch.uint8, self.device)
-        return (1.0 - 2.0 * bitpack.unpack(raw, header.d, 1).to(torch.float32)) * scale
+        signs = 1.0 - 2.0 * bitpack.unpack(raw, header.d, 1).to(torch.float32)
+        return restore(signs * scale, exp)
 
     def _expected_vnmse(self) -> float:
         return 0.3633802276324186  # 1 - 2/pi for Gaussian input

@@ -22,6 +22,7 @@ import torch
 from .. import bitpack, wire
 from ..errors import PayloadError
 from ..seeds import Stream, derive_seed, uniforms_torch
+from ._scaling import decode_exponent, mul_pow2_, restore, unscale
 from .base import Codec, read_f32, read_tensor, tensor_bytes
 
 __all__ = ["TernGradCodec"]
@@ -33,6 +34,7 @@ class TernGradCodec(Codec):
     name = "terngrad"
     rotates = False
     codec_id = 7
+    prescales = True
 
     def __init__(
         self, *, clip: float | None = None, device: str | torch.device = "cpu"
@@ -61,7 +63,7 @@ class TernGradCodec(Codec):
     def _param_block(self) -> bytes:
         return struct.pack("<d", 0.0 if self.clip is None else self.clip)
 
-    def _encode(self, v: torch.Tensor, seed: int, client: int) -> bytes:
+    def _encode(self, v: torch.Tensor, seed: int, client: int, exp: int) -> bytes:
         if self.clip is not None and v.numel() > 1:
             bound = self.clip * float(v.std())
             v = v.clamp(-bound, bound)
@@ -72,7 +74,10 @@ class TernGradCodec(Codec):
         )
         keep = (u < v.abs() * inv).to(torch.int64)
         trits = 1 + keep * torch.sign(v).to(torch.int64)
-        body = [tensor_bytes(s.reshape(1)), tensor_bytes(bitpack.pack_trits(trits))]
+        body = [
+            tensor_bytes(unscale(s.reshape(1), exp, "max magnitude")),
+            tensor_bytes(bitpack.pack_trits(trits)),
+        ]
         return self._pack(d=v.numel(), rotations=0, body=body)
 
     def _decode(
@@ -80,11 +85,13 @@ class TernGradCodec(Codec):
     ) -> torch.Tensor:
         reader.expect_remaining(4 + bitpack.trit_size(header.d), "scale and trits")
         s = read_f32(reader, 1, self.device)
+        exp = decode_exponent(s)
+        mul_pow2_(s, exp)
         raw = read_tensor(reader.take(reader.remaining), torch.uint8, self.device)
         if bool((raw > 242).any()):
             raise PayloadError("Payload corrupt: a trit byte exceeds 242 (3**5 - 1).")
         trits = bitpack.unpack_trits(raw, header.d)
-        return (trits - 1).to(torch.float32) * s
+        return restore((trits - 1).to(torch.float32) * s, exp)
 
     def _sizes(self, d: int) -> tuple[int, int]:
         codes = bitpack.trit_size(d)

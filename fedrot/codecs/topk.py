@@ -45,7 +45,7 @@ class TopKCodec(Codec):
     def _param_block(self) -> bytes:
         return struct.pack("<d", self.fraction)
 
-    def _encode(self, v: torch.Tensor, seed: int, client: int) -> bytes:
+    def _encode(self, v: torch.Tensor, seed: int, client: int, exp: int) -> bytes:
         d = v.numel()
         k = _sparse.num_kept(self.fraction, d)
         idx = torch.topk(v.abs(), k, sorted=False).indices.sort().values

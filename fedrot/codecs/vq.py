@@ -41,6 +41,7 @@ from ..chunking import DEFAULT_CHUNK_SIZE, plan_chunks
 from ..rotation import piece_views
 from ..tables.vq import CONFIGS, codebook, nearest
 from . import _rotated as rot
+from ._scaling import decode_exponent, mul_pow2_, restore, unscale
 from .base import Codec, read_f32, read_tensor, tensor_bytes
 
 __all__ = ["VQCodec"]
@@ -53,6 +54,7 @@ class VQCodec(Codec):
 
     name = "vq"
     codec_id = 12
+    prescales = True
     unbiased = True
 
     def __init__(
@@ -119,7 +121,7 @@ class VQCodec(Codec):
         fixed = wire.FIXED_BYTES + len(self._param_block())
         return fixed + 4 * plan.num_pieces + codes, codes
 
-    def _encode(self, v: torch.Tensor, seed: int, client: int) -> bytes:
+    def _encode(self, v: torch.Tensor, seed: int, client: int, exp: int) -> bytes:
         plan, k, y = rot.forward(
             v,
             chunk_log2=self.chunk_log2,
@@ -146,7 +148,7 @@ class VQCodec(Codec):
             ok = (n2 > 0) & (dot > 0)
             scales.append(torch.where(ok, n2 / torch.where(ok, dot, 1.0), 0.0))
         body = [
-            tensor_bytes(torch.cat(scales)),
+            tensor_bytes(unscale(torch.cat(scales), exp, "scale")),
             tensor_bytes(bitpack.pack(idx, m * self.bits)),
         ]
         return self._pack(d=v.numel(), rotations=k, body=body)
@@ -160,9 +162,12 @@ class VQCodec(Codec):
             4 * plan.num_pieces + self._index_bytes(plan.padded), "scales and indices"
         )
         scales = read_f32(reader, plan.num_pieces, self.device)
+        exp = decode_exponent(scales)
+        mul_pow2_(scales, exp)
         raw = read_tensor(reader.take(reader.remaining), torch.uint8, self.device)
         blocks = -(-plan.padded // self.block)
         idx = bitpack.unpack(raw, blocks, self.block * self.bits)
         c = self._codewords[idx].reshape(-1)[: plan.padded].clone()
         rot.scale_pieces_(c, plan, scales)
-        return rot.inverse(c, plan, header.rotations, seed=seed, client=client)
+        out = rot.inverse(c, plan, header.rotations, seed=seed, client=client)
+        return restore(out, exp)
