@@ -231,22 +231,31 @@ def test_smoke_preset_end_to_end(tmp_path: Path) -> None:
     with open(tmp_path / "results.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == sum(c.rounds + 1 for c in configs)
-    by_label: dict[str, list[dict[str, str]]] = {}
+    series_of: dict[tuple[str, str], list[dict[str, str]]] = {}
     for row in rows:
-        by_label.setdefault(row["label"], []).append(row)
-    for label, series in by_label.items():
+        series_of.setdefault((row["model"], row["label"]), []).append(row)
+    assert set(series_of) == {(c.model, c.label) for c in configs}
+    for key, series in series_of.items():
         cum = [int(r["cumulative_uplink_bytes"]) for r in series]
-        assert all(b > a for a, b in zip(cum[1:], cum[2:], strict=False)), label
-        assert all(int(r["failed_replies"]) == 0 for r in series)
-        assert float(series[-1]["accuracy"]) > float(series[0]["accuracy"]), label
-    total = {
-        label: int(s[-1]["cumulative_uplink_bytes"]) for label, s in by_label.items()
-    }
-    assert total["fp32"] > 5 * total["eden bits=1"]
+        assert all(b > a for a, b in zip(cum[1:], cum[2:], strict=False)), key
+        assert all(int(r["failed_replies"]) == 0 for r in series), key
+        assert all(r["failed_by_reason"] == "" for r in series), key
+        losses = [float(r["loss"]) for r in series]
+        assert all(np.isfinite(losses)) and len(set(losses)) == len(losses), key
+        assert float(series[-1]["accuracy"]) > float(series[0]["accuracy"]), key
+    for model in ("digits-mlp", "digits-bn-mlp"):
+        total = {
+            label: int(s[-1]["cumulative_uplink_bytes"])
+            for (m, label), s in series_of.items()
+            if m == model
+        }
+        assert total["fp32"] > 5 * total["eden bits=1"], model
     for name in ("accuracy_vs_uplink.png", "accuracy_vs_round.png"):
         data = (tmp_path / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
-    assert "| digits | fp32 |" in (tmp_path / "summary.md").read_text()
+    summary = (tmp_path / "summary.md").read_text()
+    assert "| digits | fp32 |" in summary
+    assert "| digits (digits-bn-mlp) | eden bits=1 |" in summary
     # resumable: a second invocation finds every run finished and only rebuilds reports
     again = _simulations("--preset", "smoke", "--out", str(tmp_path), timeout=300)
     assert again.returncode == 0 and "0 to run" in again.stdout

@@ -88,22 +88,25 @@ FASHION = RunConfig(
     lr=0.05,
     batch_size=32,
 )
+DIGITS = RunConfig(
+    task="digits",
+    rounds=5,
+    num_clients=10,
+    clients_per_round=5,
+    alpha=0.5,
+    lr=0.3,
+    batch_size=16,
+)
 
 PRESETS: dict[str, Preset] = {
     "smoke": Preset(
-        about="digits, 10 clients (5 per round), 5 rounds: fp32, EDEN 1b, DRIVE",
+        about="digits, 10 clients (5 per round), 5 rounds: fp32, EDEN 1b, DRIVE; "
+        "fp32 and EDEN 1b on a BatchNorm MLP",
         groups=(
+            Group(DIGITS, (FP32, Setting("eden", {"bits": 1}), Setting("drive"))),
             Group(
-                RunConfig(
-                    task="digits",
-                    rounds=5,
-                    num_clients=10,
-                    clients_per_round=5,
-                    alpha=0.5,
-                    lr=0.3,
-                    batch_size=16,
-                ),
-                (FP32, Setting("eden", {"bits": 1}), Setting("drive")),
+                dataclasses.replace(DIGITS, model="digits-bn-mlp"),
+                (FP32, Setting("eden", {"bits": 1})),
             ),
         ),
     ),

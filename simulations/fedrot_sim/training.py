@@ -16,7 +16,11 @@ def train(
     lr: float,
     seed: int,
 ) -> float:
-    """Run ``epochs`` of mini-batch SGD; returns the mean training loss."""
+    """Run ``epochs`` of mini-batch SGD; returns the mean training loss.
+
+    A final batch of a single example is skipped: BatchNorm cannot normalize one
+    example in training mode.
+    """
     model.train()
     opt = torch.optim.SGD(model.parameters(), lr=lr)
     loss_fn = nn.CrossEntropyLoss()
@@ -26,6 +30,8 @@ def train(
         order = torch.randperm(len(y), generator=gen)
         for start in range(0, len(y), batch_size):
             idx = order[start : start + batch_size]
+            if len(idx) == 1 and len(y) > 1:
+                continue
             opt.zero_grad()
             loss = loss_fn(model(x[idx]), y[idx])
             loss.backward()
