@@ -26,6 +26,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -368,21 +369,89 @@ def machine() -> dict[str, Any]:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the suite; print markdown, write JSON."""
+@dataclass(frozen=True)
+class Section:
+    """One benchmark section: its ``--only`` key, its title and how to run it."""
+
+    key: str
+    title: str
+    run: Callable[[], list[dict[str, Any]]]
+
+
+SECTION_KEYS = ("fwht", "codecs", "aggregation", "cuda", "simulation")
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(
-        prog="python -m bench", description=__doc__.split("\n")[0]
+        prog="python -m bench", description=(__doc__ or "").split("\n")[0]
     )
     ap.add_argument("--quick", action="store_true", help="small sizes, few repeats")
     ap.add_argument("--threads", type=int, default=None, help="torch threads")
     ap.add_argument("--reps", type=int, default=None, help="repeats per measurement")
     ap.add_argument(
-        "--only",
-        default="fwht,codecs,aggregation,cuda,simulation",
-        help="comma-separated sections",
+        "--only", default=",".join(SECTION_KEYS), help="comma-separated sections"
     )
     ap.add_argument("--out", default=str(ROOT / "bench" / "latest.json"))
     args = ap.parse_args(argv)
+    unknown = sorted(set(args.only.split(",")) - set(SECTION_KEYS))
+    if unknown:
+        ap.error(f"--only: unknown section(s) {unknown}. Valid: {list(SECTION_KEYS)}.")
+    return args
+
+
+def sections(*, quick: bool, reps: int) -> list[Section]:
+    """Every section, with the sizes of a quick or a full run."""
+    return [
+        Section(
+            "fwht",
+            "FWHT float32, one vector of D",
+            lambda: bench_fwht(
+                [16, 18, 20] if quick else [16, 18, 20, 22, 24, 26], reps
+            ),
+        ),
+        Section(
+            "codecs",
+            "Encode / decode",
+            lambda: bench_codecs([16] if quick else [20, 24], max(3, reps // 2)),
+        ),
+        Section(
+            "aggregation",
+            "Server aggregation",
+            lambda: bench_aggregation(
+                16 if quick else 20, [10] if quick else [10, 100], reps
+            ),
+        ),
+        Section(
+            "cuda",
+            "CUDA",
+            lambda: bench_cuda([20] if quick else [20, 22, 24, 26], reps),
+        ),
+        Section(
+            "simulation",
+            "Default simulation: client encode vs local training",
+            lambda: bench_simulation(reps),
+        ),
+    ]
+
+
+def run_sections(chosen: list[Section], results: dict[str, Any]) -> list[str]:
+    """Run each section, store its rows in ``results``; returns markdown tables."""
+    tables = []
+    for section in chosen:
+        print(f"## {section.title}", flush=True)
+        rows = section.run()
+        results[section.key] = rows
+        tables.append(f"### {section.title}\n\n{markdown(rows)}")
+    return tables
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the suite; print markdown, write JSON.
+
+    Steps: parse the options, record the machine, run the chosen sections (printing
+    each row as it is measured), print the tables, write the JSON.
+    """
+    args = _parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     reps = args.reps or (5 if args.quick else 11)
@@ -391,45 +460,8 @@ def main(argv: list[str] | None = None) -> int:
     print("# fedrot benchmark\n")
     print("\n".join(f"- {k}: {v}" for k, v in info.items()) + "\n")
     results: dict[str, Any] = {"machine": info, "reps": reps}
-    sections = [
-        (
-            "fwht",
-            "FWHT float32, one vector of D",
-            lambda: bench_fwht(
-                [16, 18, 20] if args.quick else [16, 18, 20, 22, 24, 26], reps
-            ),
-        ),
-        (
-            "codecs",
-            "Encode / decode",
-            lambda: bench_codecs([16] if args.quick else [20, 24], max(3, reps // 2)),
-        ),
-        (
-            "aggregation",
-            "Server aggregation",
-            lambda: bench_aggregation(
-                16 if args.quick else 20, [10] if args.quick else [10, 100], reps
-            ),
-        ),
-        (
-            "cuda",
-            "CUDA",
-            lambda: bench_cuda([20] if args.quick else [20, 22, 24, 26], reps),
-        ),
-        (
-            "simulation",
-            "Default simulation: client encode vs local training",
-            lambda: bench_simulation(reps),
-        ),
-    ]
-    tables = []
-    for key, title, fn in sections:
-        if key not in only:
-            continue
-        print(f"## {title}", flush=True)
-        rows = fn()
-        results[key] = rows
-        tables.append(f"### {title}\n\n{markdown(rows)}")
+    chosen = [s for s in sections(quick=args.quick, reps=reps) if s.key in only]
+    tables = run_sections(chosen, results)
     print("\n" + "\n".join(tables))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
