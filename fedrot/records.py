@@ -121,11 +121,13 @@ class ModelSpec:
         """``record`` with every numpy array in this spec's dtype.
 
         Floating values are cast (float64 -> float32 rounds to nearest); values
-        for an integer or bool array are truncated toward zero, which is what
-        ``torch.Tensor.copy_`` does when Flower's ``to_torch_state_dict`` output is
-        loaded into an integer buffer. An array with the right number of elements
-        but another shape is reshaped. Arrays already in their dtype and shape are
-        reused as they are; non-numpy arrays are left untouched.
+        for an integer or bool array are rounded to the nearest integer. (Loading
+        Flower's float64 state dict into an integer buffer with ``torch.Tensor.copy_``
+        truncates instead, which turns a weighted mean of equal counters that lands
+        a hair below the integer, e.g. 5.999999999999999, into one less.) An array
+        with the right number of elements but another shape is reshaped. Arrays
+        already in their dtype and shape are reused as they are; non-numpy arrays
+        are left untouched.
 
         Raises
         ------
@@ -148,7 +150,7 @@ class ModelSpec:
             values = arr.numpy()
             target = np.dtype(dtype)
             if target.kind in "iub" and values.dtype.kind == "f":
-                values = np.trunc(values)
+                values = np.rint(values)
             values = values.astype(target).reshape(shape)
             out[key] = Array(np.array(values, order="C"))  # keeps 0-d shapes
         return ArrayRecord(out)

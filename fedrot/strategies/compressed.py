@@ -221,8 +221,8 @@ class CompressedStrategy(Strategy):
     Which arrays are compressed is decided once per run, from the first model
     the strategy broadcasts (its keys and dtypes) and the key patterns; it does not
     follow dtypes an inner strategy's aggregation produces. Every broadcast is cast
-    back to the first model's dtypes (integer buffers truncated as
-    ``torch.Tensor.copy_`` does when Flower's state dict is loaded into a model).
+    back to the first model's dtypes (integer buffers rounded to the nearest
+    integer, see :meth:`fedrot.records.ModelSpec.cast`).
 
     Examples
     --------

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -20,7 +22,6 @@ from flwr.common.constant import ErrorCode
 
 import fedrot
 from fedrot.clients import CompressionMod, compression_mod
-from fedrot.records import DEFAULT_EXACT_KEYS, mask_to_hex, select_compressed
 from fedrot.constants import (
     KEY_CODEC,
     KEY_CODEC_PARAMS,
@@ -29,11 +30,13 @@ from fedrot.constants import (
     KEY_RUN_SEED,
     KEY_SERVER_ROUND,
     KEY_UPDATE,
+    MOD_ERROR_PREFIX,
     PAYLOAD_ARRAY_KEY,
     STATE_RESIDUAL,
     UPDATE_DELTA,
     UPDATE_WEIGHTS,
 )
+from fedrot.records import DEFAULT_EXACT_KEYS, mask_to_hex, select_compressed
 
 NODE = 2**64 - 3  # node ids are unsigned 64-bit
 
@@ -326,3 +329,66 @@ def test_global_arrays_are_not_mutated() -> None:
     _run(_config("eden"), global_arrays, perturb(global_arrays, 1))
     for key, arr in before.items():
         np.testing.assert_array_equal(global_arrays[key].numpy(), arr)
+
+
+def test_residual_made_for_other_settings_is_dropped_not_applied() -> None:
+    """A node whose stored residual belongs to another codec setting (a changed run,
+    a restart with stale state) starts from zero instead of applying it."""
+    global_arrays = make_arrays(0, buffer=False)
+    local = perturb(global_arrays, 2)
+    stale = make_context(NODE)
+    _run(
+        _config("topk", feedback=True, fraction=0.05, buffer=False),
+        global_arrays,
+        perturb(global_arrays, 1),
+        ctxt=stale,
+    )
+    assert np.abs(stale.state[STATE_RESIDUAL]["residual"].numpy()).sum() > 0
+    config = _config("topk", feedback=True, fraction=0.1, buffer=False)
+    with_stale, _ = _run(config, global_arrays, local, ctxt=stale)
+    fresh, _ = _run(config, global_arrays, local, ctxt=make_context(NODE))
+    assert _payload(with_stale) == _payload(fresh)
+
+
+def test_mod_errors_start_with_the_fedrot_prefix() -> None:
+    global_arrays = make_arrays(0)
+    out, _ = _run(ConfigRecord({"lr": 0.1}), global_arrays, global_arrays)
+    assert out.error.reason.startswith(MOD_ERROR_PREFIX)
+
+
+def test_exact_arrays_travel_as_returned_and_only_flagged_ones_are_encoded() -> None:
+    global_arrays = make_arrays(0)
+    local = perturb(global_arrays, 1)
+    config = _config("eden", bits=2)
+    # flag only fc.weight for compression: fc.bias and head.weight travel exactly
+    config[KEY_COMPRESS_MASK] = mask_to_hex([True, False, False, False])
+    out, _ = _run(config, global_arrays, local)
+    record = out.content["arrays"]
+    assert list(record.keys()) == [
+        PAYLOAD_ARRAY_KEY,
+        "fc.bias",
+        "head.weight",
+        "bn.num_batches_tracked",
+    ]
+    for key in ("fc.bias", "head.weight"):
+        assert record[key].data == local[key].data
+    decoded = fedrot.get_codec("eden", bits=2).decode(
+        _payload(out), seed=fedrot.round_seed(7, 1), client=NODE
+    )
+    assert decoded.numel() == local["fc.weight"].numpy().size
+
+
+def test_a_mask_that_does_not_fit_the_model_is_refused() -> None:
+    global_arrays = make_arrays(0)
+    config = _config("eden")
+    config[KEY_COMPRESS_MASK] = mask_to_hex([True] * 9)
+    out, calls = _run(config, global_arrays, global_arrays)
+    assert calls == [] and "compress mask" in out.error.reason
+
+
+def test_importing_the_client_side_does_not_load_the_server_wrapper() -> None:
+    code = (
+        "import sys, fedrot.clients; "
+        "assert 'fedrot.strategies' not in sys.modules, sorted(sys.modules)"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
