@@ -15,9 +15,10 @@ Layout of format version 1 (all integers little-endian)::
     end-4   4     CRC-32 (zlib) of every preceding byte
 
 ``parse`` checks magic, version, lengths and the CRC before anything else, then each
-codec checks its parameter block and that the body length equals the exact value its
-formula gives for the declared d, before allocating anything of size d. Every failure
-raises :class:`fedrot.PayloadError` saying what was wrong.
+codec's ``check`` (run first by ``decode`` and ``aggregate``) checks its parameter
+block and that the body length equals the exact value its formula gives for the
+declared d and the counts the body declares, before allocating anything of size d.
+Every failure raises :class:`fedrot.PayloadError` saying what was wrong.
 """
 
 from __future__ import annotations
@@ -146,6 +147,10 @@ class Reader:
         out = self._body[self._pos : self._pos + n]
         self._pos += n
         return out
+
+    def rest(self) -> memoryview:
+        """All bytes not read yet."""
+        return self.take(self.remaining)
 
     def u64(self) -> int:
         """The next little-endian uint64."""

@@ -150,6 +150,12 @@ def _check_finite(out: torch.Tensor) -> None:
         )
 
 
+def _check_length(d: Any) -> int:
+    if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 1:
+        raise ValueError(f"`d` must be an int >= 1. Found {d!r}.")
+    return int(d)
+
+
 def _check_id(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"`{name}` must be an int. Found {type(value).__name__}.")
@@ -231,8 +237,59 @@ class Codec(ABC):
             self._check_decodable(blob, seed, client, amax)
         return blob
 
+    def check(self, blob: bytes, *, d: int | None = None) -> wire.Header:
+        """Validate a payload without decoding it; returns its header.
+
+        Checks, in order: the envelope (magic, version, lengths, CRC-32), the codec
+        id, the parameters, the chunk size and the number of rotations; that the
+        payload holds ``d`` values when ``d`` is given; and that the body length is
+        exactly what this codec's layout gives for the declared length (with the
+        counts the body declares: kept, ceil-bit or outlier coordinates, each checked
+        to be possible). It reads the payload once and allocates nothing of the
+        declared size, so a forged header costs no more than its own bytes.
+        :meth:`decode` and :meth:`aggregate` run the same checks first.
+
+        Parameters
+        ----------
+        blob : bytes
+            A payload made by :meth:`encode`.
+        d : int, optional
+            The length the caller expects (e.g. the model's parameter count).
+
+        Returns
+        -------
+        wire.Header
+            The payload's header (``header.d`` is the vector length).
+
+        Raises
+        ------
+        PayloadError
+            If any check fails; the message says which and what was found.
+
+        Examples
+        --------
+        >>> import fedrot, torch
+        >>> codec = fedrot.get_codec("eden", bits=2)
+        >>> blob = codec.encode(torch.ones(1000), seed=1, client=2)
+        >>> codec.check(blob, d=1000).d
+        1000
+        >>> codec.check(blob, d=999)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        fedrot.errors.PayloadError: The payload holds d = 1000 values but the model ...
+        """
+        if d is not None:
+            d = _check_length(d)
+        return self._checked(blob, d)[0]
+
     def decode(self, blob: bytes, *, seed: int, client: int) -> torch.Tensor:
         """Rebuild the vector from a payload; returns a float32 tensor of length d.
+
+        Runs :meth:`check` first, so nothing of the declared size is allocated
+        before the payload's length is known to match it. A payload decoded with
+        another round seed or client id than it was encoded with cannot be detected
+        (nothing random travels on the wire): the result is then a different,
+        wrong vector of the same length and magnitude.
 
         Raises
         ------
@@ -241,7 +298,8 @@ class Codec(ABC):
             version, or its length does not match its header.
         """
         seed, client = _check_id("seed", seed), _check_id("client", client)
-        out = self._decode_unchecked(blob, seed, client)
+        header, parsed = self._checked(blob)
+        out = self._decode(header, parsed, seed, client)
         _check_finite(out)
         return out
 
@@ -255,33 +313,25 @@ class Codec(ABC):
     ) -> torch.Tensor:
         """Weighted mean of the clients' decoded vectors.
 
-        Every payload is validated (envelope, codec, parameters, common d) before
-        any is decoded. Raises :class:`PayloadError` naming the bad payload.
+        Every payload passes :meth:`check` (all with the d of payload 0) before any
+        is decoded. Raises :class:`PayloadError` naming the bad payload.
         """
         w = self._check_aggregate_args(blobs, clients, weights)
-        headers = []
+        payloads: list[tuple[wire.Header, Any]] = []
+        d: int | None = None
         for i, blob in enumerate(blobs):
             try:
-                header, _ = wire.parse(blob)
-                self._check_header(header)
+                payloads.append(self._checked(blob, d))
             except PayloadError as exc:
                 raise PayloadError(f"Payload {i} (client {clients[i]}): {exc}") from exc
-            headers.append(header)
-        d = headers[0].d
-        for i, h in enumerate(headers):
-            if h.d != d:
-                raise PayloadError(
-                    f"Payload {i} (client {clients[i]}) has d = {h.d}; payload 0 has "
-                    f"d = {d}. All clients must send vectors of the same length."
-                )
-        out = self._aggregate(list(blobs), seed, [int(c) for c in clients], w)
+            d = payloads[0][0].d
+        out = self._aggregate(payloads, seed, [int(c) for c in clients], w)
         _check_finite(out)
         return out
 
     def info(self, d: int) -> CodecInfo:
         """Sizes and statistical facts for vectors of length ``d``."""
-        if isinstance(d, bool) or not isinstance(d, int) or d < 1:
-            raise ValueError(f"`d` must be an int >= 1. Found {d!r}.")
+        d = _check_length(d)
         total, codes = self._sizes(d)
         return CodecInfo(
             name=self.name,
@@ -317,10 +367,17 @@ class Codec(ABC):
         scale written must be divided back with :func:`_scaling.unscale`."""
 
     @abstractmethod
+    def _parse(self, header: wire.Header, reader: wire.Reader) -> Any:
+        """Check the body of a payload whose envelope and parameters were checked
+        against this codec's layout for ``header.d``, and return its sections (views,
+        counts, small arrays) for :meth:`_decode`. Must not allocate anything of
+        size ``header.d`` before the body length has been checked."""
+
+    @abstractmethod
     def _decode(
-        self, header: wire.Header, reader: wire.Reader, seed: int, client: int
+        self, header: wire.Header, parsed: Any, seed: int, client: int
     ) -> torch.Tensor:
-        """Vector from a payload whose envelope and parameters were checked."""
+        """Vector from the sections :meth:`_parse` returned."""
 
     @abstractmethod
     def _sizes(self, d: int) -> tuple[int, int]:
@@ -330,27 +387,43 @@ class Codec(ABC):
         return None
 
     def _aggregate(
-        self, blobs: list[bytes], seed: int, clients: list[int], weights: torch.Tensor
+        self,
+        payloads: list[tuple[wire.Header, Any]],
+        seed: int,
+        clients: list[int],
+        weights: torch.Tensor,
     ) -> torch.Tensor:
+        """Weighted sum of the checked payloads' decodes (normalized weights)."""
         acc: torch.Tensor | None = None
-        for blob, client, w in zip(blobs, clients, weights.tolist(), strict=True):
-            x = self.decode(blob, seed=seed, client=client)
+        for (header, parsed), client, w in zip(
+            payloads, clients, weights.tolist(), strict=True
+        ):
+            x = self._decode(header, parsed, seed, client)
             acc = x.mul_(w) if acc is None else acc.add_(x, alpha=w)
         assert acc is not None
         return acc
 
     # ----------------------------------------------------------------- helpers
-    def _decode_unchecked(self, blob: bytes, seed: int, client: int) -> torch.Tensor:
+    def _checked(self, blob: bytes, d: int | None = None) -> tuple[wire.Header, Any]:
+        """:meth:`check`, returning the header and the parsed body sections."""
         header, body = wire.parse(blob)
         self._check_header(header)
-        return self._decode(header, wire.Reader(body), seed, client)
+        if d is not None and header.d != d:
+            raise PayloadError(
+                f"The payload holds d = {header.d} values but the model has {d}."
+            )
+        reader = wire.Reader(body)
+        parsed = self._parse(header, reader)
+        reader.expect_remaining(0, "the end of the payload")
+        return header, parsed
 
     def _check_decodable(
         self, blob: bytes, seed: int, client: int, amax: float
     ) -> None:
         """Refuse (ValueError) a payload for a huge input whose decoded estimate
         would not fit in float32, instead of sending what the decoder rejects."""
-        if not _all_finite(self._decode_unchecked(blob, seed, client)):
+        header, parsed = self._checked(blob)
+        if not _all_finite(self._decode(header, parsed, seed, client)):
             raise ValueError(
                 f"`x` is too large for {self!r}: its largest value is {amax:.3g} and "
                 "the decoded estimate (the value plus this codec's error) would "

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from .. import bitpack, wire
-from ..chunking import DEFAULT_CHUNK_SIZE, plan_chunks
+from ..chunking import DEFAULT_CHUNK_SIZE, ChunkPlan, plan_chunks
 from ..rotation import piece_views
 from . import _rotated as rot
 from ._scaling import decode_exponent, mul_pow2_, restore, unscale
@@ -109,19 +109,29 @@ class DriveCodec(Codec):
         ]
         return self._pack(d=v.numel(), rotations=k, body=body)
 
-    def _decode(
-        self, header: wire.Header, reader: wire.Reader, seed: int, client: int
-    ) -> torch.Tensor:
+    def _parse(
+        self, header: wire.Header, reader: wire.Reader
+    ) -> tuple[ChunkPlan, torch.Tensor, memoryview]:
         rot.check_k(header.rotations, self.rotations, (1, 2))
         plan = plan_chunks(header.d, self.chunk_log2)
         reader.expect_remaining(
             4 * plan.num_pieces + bitpack.packed_size(plan.padded, 1),
             "scales and signs",
         )
-        scales = read_f32(reader, plan.num_pieces, self.device)
+        return plan, read_f32(reader, plan.num_pieces, self.device), reader.rest()
+
+    def _decode(
+        self,
+        header: wire.Header,
+        parsed: tuple[ChunkPlan, torch.Tensor, memoryview],
+        seed: int,
+        client: int,
+    ) -> torch.Tensor:
+        plan, scales, raw_view = parsed
         exp = decode_exponent(scales)
-        mul_pow2_(scales, exp)
-        raw = read_tensor(reader.take(reader.remaining), torch.uint8, self.device)
+        if exp:
+            scales = mul_pow2_(scales.clone(), exp)
+        raw = read_tensor(raw_view, torch.uint8, self.device)
         q = torch.empty(plan.padded, dtype=torch.float32, device=self.device)
         if rot.dequantize_pieces_(q, plan, raw, 1, self._pm1, scales):
             out = rot.inverse_(q, plan, header.rotations, seed=seed, client=client)

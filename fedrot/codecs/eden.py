@@ -219,9 +219,11 @@ class EdenCodec(Codec):
         return self._pack(d=d, rotations=k, body=[head, *body])
 
     # ------------------------------------------------------------------ decode
-    def _decode_dense(
-        self, n: int, k: int, reader: wire.Reader, seed: int, client: int
-    ) -> torch.Tensor:
+    def _parse_dense(
+        self, n: int, k: int, reader: wire.Reader
+    ) -> tuple[ChunkPlan, int, int, torch.Tensor, memoryview]:
+        """Checked sections of the dense part for n coordinates: plan, layers,
+        ceil-bit count, scales and packed codes."""
         rot.check_k(k, self.rotations, (1, 2))
         plan = plan_chunks(n, self.chunk_log2)
         n_hi = 0
@@ -237,9 +239,19 @@ class EdenCodec(Codec):
             "scales and codes",
         )
         scales = read_f32(reader, plan.num_pieces, self.device)
+        return plan, k, n_hi, scales, reader.rest()
+
+    def _decode_dense(
+        self,
+        parts: tuple[ChunkPlan, int, int, torch.Tensor, memoryview],
+        seed: int,
+        client: int,
+    ) -> torch.Tensor:
+        plan, k, n_hi, scales, raw_view = parts
         exp = decode_exponent(scales)
-        mul_pow2_(scales, exp)
-        raw = read_tensor(reader.take(reader.remaining), torch.uint8, self.device)
+        if exp:
+            scales = mul_pow2_(scales.clone(), exp)
+        raw = read_tensor(raw_view, torch.uint8, self.device)
         cent_lo, _ = self._tables[self._lo]
         hi = self._hi_mask(plan.padded, seed, client)
         if hi is None:
@@ -262,19 +274,33 @@ class EdenCodec(Codec):
         rot.scale_pieces_(c, plan, scales)
         return restore(rot.inverse(c, plan, k, seed=seed, client=client), exp)
 
-    def _decode(
-        self, header: wire.Header, reader: wire.Reader, seed: int, client: int
-    ) -> torch.Tensor:
-        d = header.d
+    def _parse(self, header: wire.Header, reader: wire.Reader) -> tuple[int, Any]:
+        """(number of kept coordinates, dense sections or None when none is kept)."""
+        d, k = header.d, header.rotations
         if self.bits >= 1:
-            return self._decode_dense(d, header.rotations, reader, seed, client)
+            return d, self._parse_dense(d, k, reader)
         m = reader.u64()
         _check_plausible_count(m, d, self.bits)
+        if m == 0:
+            if k != 0:
+                raise PayloadError(
+                    f"Payload keeps no coordinate but declares {k} RHT layer(s)."
+                )
+            reader.expect_remaining(0, "an empty selection")
+            return 0, None
+        return m, self._parse_dense(m, k, reader)
+
+    def _decode(
+        self, header: wire.Header, parsed: tuple[int, Any], seed: int, client: int
+    ) -> torch.Tensor:
+        d = header.d
+        m, dense = parsed
+        if self.bits >= 1:
+            return self._decode_dense(dense, seed, client)
         out = torch.zeros(d, dtype=torch.float32, device=self.device)
         if m == 0:
-            reader.expect_remaining(0, "an empty selection")
             return out
-        sub = self._decode_dense(m, header.rotations, reader, seed, client)
+        sub = self._decode_dense(dense, seed, client)
         keep = (
             uniforms_torch(self._mask_key(seed, client), d, device=self.device)
             < self.bits

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from .. import bitpack, wire
-from ..chunking import DEFAULT_CHUNK_SIZE, plan_chunks
+from ..chunking import DEFAULT_CHUNK_SIZE, ChunkPlan, plan_chunks
 from ..rotation import piece_views
 from ..seeds import Stream, derive_seed, uniforms_torch
 from . import _rotated as rot
@@ -101,9 +101,9 @@ class HadamardSQCodec(Codec):
         ]
         return self._pack(d=v.numel(), rotations=k, body=body)
 
-    def _decode(
-        self, header: wire.Header, reader: wire.Reader, seed: int, client: int
-    ) -> torch.Tensor:
+    def _parse(
+        self, header: wire.Header, reader: wire.Reader
+    ) -> tuple[ChunkPlan, torch.Tensor, memoryview]:
         rot.check_k(header.rotations, self.rotations, (1, 2))
         plan = plan_chunks(header.d, self.chunk_log2)
         reader.expect_remaining(
@@ -111,9 +111,20 @@ class HadamardSQCodec(Codec):
             "ranges and codes",
         )
         bounds = read_f32(reader, 2 * plan.num_pieces, self.device).view(-1, 2)
+        return plan, bounds, reader.rest()
+
+    def _decode(
+        self,
+        header: wire.Header,
+        parsed: tuple[ChunkPlan, torch.Tensor, memoryview],
+        seed: int,
+        client: int,
+    ) -> torch.Tensor:
+        plan, bounds, raw_view = parsed
         exp = decode_exponent(bounds)
-        mul_pow2_(bounds, exp)
-        raw = read_tensor(reader.take(reader.remaining), torch.uint8, self.device)
+        if exp:
+            bounds = mul_pow2_(bounds.clone(), exp)
+        raw = read_tensor(raw_view, torch.uint8, self.device)
         levels = bitpack.unpack(raw, plan.padded, self.bits).to(torch.float32)
         step = (bounds[:, 1] - bounds[:, 0]) / ((1 << self.bits) - 1)
         start = 0

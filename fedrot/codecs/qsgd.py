@@ -75,16 +75,25 @@ class QsgdCodec(Codec):
         ]
         return self._pack(d=v.numel(), rotations=0, body=body)
 
-    def _decode(
-        self, header: wire.Header, reader: wire.Reader, seed: int, client: int
-    ) -> torch.Tensor:
+    def _parse(
+        self, header: wire.Header, reader: wire.Reader
+    ) -> tuple[torch.Tensor, memoryview]:
         reader.expect_remaining(
             4 + bitpack.packed_size(header.d, self._width), "norm and codes"
         )
-        norm = read_f32(reader, 1, self.device)
+        return read_f32(reader, 1, self.device), reader.rest()
+
+    def _decode(
+        self,
+        header: wire.Header,
+        parsed: tuple[torch.Tensor, memoryview],
+        seed: int,
+        client: int,
+    ) -> torch.Tensor:
+        norm = parsed[0].clone()
         exp = decode_exponent(norm)
         mul_pow2_(norm, exp)
-        raw = read_tensor(reader.take(reader.remaining), torch.uint8, self.device)
+        raw = read_tensor(parsed[1], torch.uint8, self.device)
         codes = bitpack.unpack(raw, header.d, self._width)
         level = codes & ((1 << self._lw) - 1)
         if bool((level > self.levels).any()):

@@ -301,7 +301,7 @@ class QuicFLCodec(Codec):
         return sender(z64, h, u, self._tab).masked_fill_(out, 0), idx
 
     # ------------------------------------------------------------------ decode
-    def _parse_body(
+    def _parse(
         self, header: wire.Header, reader: wire.Reader
     ) -> tuple[ChunkPlan, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Checked body sections: plan, norms, packed codes, outlier indices, values."""
@@ -340,41 +340,39 @@ class QuicFLCodec(Codec):
         """The client's estimate of its rotated vector (before the inverse stack)
         from its parsed body, times ``2**exp``."""
         plan, norms, codes, idx, values = parts
+        if exp:
+            norms = mul_pow2_(norms.clone(), exp)
+            values = mul_pow2_(values.clone(), exp)
         x = bitpack.unpack(codes, plan.padded, self.bits)
         h = shared_h(seed, client, plan.padded, self.table.sr_log2, self.device)
         est = receiver(x, h, self._tab)
-        rot.scale_pieces_(est, plan, mul_pow2_(norms, exp))
-        est[idx] = mul_pow2_(values, exp)
+        rot.scale_pieces_(est, plan, norms)
+        est[idx] = values
         return est
 
     def _decode(
-        self, header: wire.Header, reader: wire.Reader, seed: int, client: int
+        self, header: wire.Header, parts: tuple[Any, ...], seed: int, client: int
     ) -> torch.Tensor:
-        parts = self._parse_body(header, reader)
         exp = decode_exponent(parts[1], parts[4])
         est = self._estimate(parts, seed, client, exp)
         out = rot.inverse(est, parts[0], header.rotations, seed=seed, client=None)
         return restore(out, exp)
 
     def _aggregate(
-        self, blobs: list[bytes], seed: int, clients: list[int], weights: torch.Tensor
+        self,
+        payloads: list[tuple[wire.Header, Any]],
+        seed: int,
+        clients: list[int],
+        weights: torch.Tensor,
     ) -> torch.Tensor:
         """Sum the weighted estimates in the rotated domain; one inverse per k.
 
         Payloads whose scales need rescaling (inputs beyond 2**±32) are decoded one
         by one instead, so that no sum leaves float32's range.
         """
-        parsed = []
-        for i, (blob, client) in enumerate(zip(blobs, clients, strict=True)):
-            header, body = wire.parse(blob)
-            try:
-                parsed.append(
-                    (header.rotations, self._parse_body(header, wire.Reader(body)))
-                )
-            except PayloadError as exc:
-                raise PayloadError(f"Payload {i} (client {client}): {exc}") from exc
+        parsed = [(header.rotations, parts) for header, parts in payloads]
         if any(decode_exponent(p[1], p[4]) for _, p in parsed):
-            return super()._aggregate(blobs, seed, clients, weights)
+            return super()._aggregate(payloads, seed, clients, weights)
         plan = parsed[0][1][0]
         if self.device.type == "cpu" and _kernels.available():
             return self._aggregate_fused(parsed, plan, seed, clients, weights)

@@ -56,13 +56,17 @@ class RandKCodec(Codec):
         idx = self._indices(v.numel(), seed, client)
         return self._pack(d=v.numel(), rotations=0, body=[tensor_bytes(v[idx])])
 
+    def _parse(self, header: wire.Header, reader: wire.Reader) -> torch.Tensor:
+        k = _sparse.num_kept(self.fraction, header.d)
+        reader.expect_remaining(4 * k, "values")
+        return read_f32(reader, k, self.device)
+
     def _decode(
-        self, header: wire.Header, reader: wire.Reader, seed: int, client: int
+        self, header: wire.Header, parsed: torch.Tensor, seed: int, client: int
     ) -> torch.Tensor:
         d = header.d
-        k = _sparse.num_kept(self.fraction, d)
-        reader.expect_remaining(4 * k, "values")
-        values = read_f32(reader, k, self.device)
+        k = parsed.numel()
+        values = parsed
         out = torch.zeros(d, dtype=torch.float32, device=self.device)
         out[self._indices(d, seed, client)] = values * (d / k)
         return out

@@ -25,12 +25,13 @@ def _encode_raw(codec: Codec, v: torch.Tensor, dtype: torch.dtype) -> bytes:
     return codec._pack(d=v.numel(), rotations=0, body=[tensor_bytes(v.to(dtype))])
 
 
-def _decode_raw(
-    codec: Codec, header: wire.Header, reader: wire.Reader, dtype: torch.dtype
-) -> torch.Tensor:
-    width = torch.empty(0, dtype=dtype).element_size()
+def _parse_raw(header: wire.Header, reader: wire.Reader, width: int) -> memoryview:
     reader.expect_remaining(width * header.d, "the values")
-    out = read_tensor(reader.take(reader.remaining), dtype, codec.device)
+    return reader.rest()
+
+
+def _decode_raw(codec: Codec, values: memoryview, dtype: torch.dtype) -> torch.Tensor:
+    out = read_tensor(values, dtype, codec.device)
     if not bool(torch.isfinite(out).all()):
         raise PayloadError("Payload corrupt: it holds NaN or infinite values.")
     return out.to(torch.float32)
@@ -50,10 +51,13 @@ class Fp32Codec(Codec):
     def _encode(self, v: torch.Tensor, seed: int, client: int, exp: int) -> bytes:
         return _encode_raw(self, v, torch.float32)
 
+    def _parse(self, header: wire.Header, reader: wire.Reader) -> memoryview:
+        return _parse_raw(header, reader, 4)
+
     def _decode(
-        self, header: wire.Header, reader: wire.Reader, seed: int, client: int
+        self, header: wire.Header, parsed: memoryview, seed: int, client: int
     ) -> torch.Tensor:
-        return _decode_raw(self, header, reader, torch.float32)
+        return _decode_raw(self, parsed, torch.float32)
 
     def _sizes(self, d: int) -> tuple[int, int]:
         return wire.FIXED_BYTES + 4 * d, 4 * d
@@ -82,10 +86,13 @@ class Fp16Codec(Codec):
             )
         return _encode_raw(self, v, torch.float16)
 
+    def _parse(self, header: wire.Header, reader: wire.Reader) -> memoryview:
+        return _parse_raw(header, reader, 2)
+
     def _decode(
-        self, header: wire.Header, reader: wire.Reader, seed: int, client: int
+        self, header: wire.Header, parsed: memoryview, seed: int, client: int
     ) -> torch.Tensor:
-        return _decode_raw(self, header, reader, torch.float16)
+        return _decode_raw(self, parsed, torch.float16)
 
     def _sizes(self, d: int) -> tuple[int, int]:
         return wire.FIXED_BYTES + 2 * d, 2 * d

@@ -43,14 +43,23 @@ class SignSGDCodec(Codec):
         body = [tensor_bytes(scale), tensor_bytes(bitpack.pack(v < 0, 1))]
         return self._pack(d=v.numel(), rotations=0, body=body)
 
-    def _decode(
-        self, header: wire.Header, reader: wire.Reader, seed: int, client: int
-    ) -> torch.Tensor:
+    def _parse(
+        self, header: wire.Header, reader: wire.Reader
+    ) -> tuple[torch.Tensor, memoryview]:
         reader.expect_remaining(4 + bitpack.packed_size(header.d, 1), "scale and signs")
-        scale = read_f32(reader, 1, self.device)
+        return read_f32(reader, 1, self.device), reader.rest()
+
+    def _decode(
+        self,
+        header: wire.Header,
+        parsed: tuple[torch.Tensor, memoryview],
+        seed: int,
+        client: int,
+    ) -> torch.Tensor:
+        scale = parsed[0].clone()
         exp = decode_exponent(scale)
         mul_pow2_(scale, exp)
-        raw = read_tensor(reader.take(reader.remaining), torch.uint8, self.device)
+        raw = read_tensor(parsed[1], torch.uint8, self.device)
         signs = 1.0 - 2.0 * bitpack.unpack(raw, header.d, 1).to(torch.float32)
         return restore(signs * scale, exp)
 

@@ -80,14 +80,23 @@ class TernGradCodec(Codec):
         ]
         return self._pack(d=v.numel(), rotations=0, body=body)
 
-    def _decode(
-        self, header: wire.Header, reader: wire.Reader, seed: int, client: int
-    ) -> torch.Tensor:
+    def _parse(
+        self, header: wire.Header, reader: wire.Reader
+    ) -> tuple[torch.Tensor, memoryview]:
         reader.expect_remaining(4 + bitpack.trit_size(header.d), "scale and trits")
-        s = read_f32(reader, 1, self.device)
+        return read_f32(reader, 1, self.device), reader.rest()
+
+    def _decode(
+        self,
+        header: wire.Header,
+        parsed: tuple[torch.Tensor, memoryview],
+        seed: int,
+        client: int,
+    ) -> torch.Tensor:
+        s = parsed[0].clone()
         exp = decode_exponent(s)
         mul_pow2_(s, exp)
-        raw = read_tensor(reader.take(reader.remaining), torch.uint8, self.device)
+        raw = read_tensor(parsed[1], torch.uint8, self.device)
         if bool((raw > 242).any()):
             raise PayloadError("Payload corrupt: a trit byte exceeds 242 (3**5 - 1).")
         trits = bitpack.unpack_trits(raw, header.d)

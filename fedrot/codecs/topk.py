@@ -55,20 +55,30 @@ class TopKCodec(Codec):
         ]
         return self._pack(d=d, rotations=0, body=body)
 
-    def _decode(
-        self, header: wire.Header, reader: wire.Reader, seed: int, client: int
-    ) -> torch.Tensor:
+    def _parse(
+        self, header: wire.Header, reader: wire.Reader
+    ) -> tuple[memoryview, torch.Tensor]:
         d = header.d
         k = _sparse.num_kept(self.fraction, d)
         ibytes = bitpack.packed_size(k, _sparse.index_width(d))
         reader.expect_remaining(ibytes + 4 * k, "indices and values")
-        raw = read_tensor(reader.take(ibytes), torch.uint8, self.device)
-        idx = bitpack.unpack(raw, k, _sparse.index_width(d))
+        return reader.take(ibytes), read_f32(reader, k, self.device)
+
+    def _decode(
+        self,
+        header: wire.Header,
+        parsed: tuple[memoryview, torch.Tensor],
+        seed: int,
+        client: int,
+    ) -> torch.Tensor:
+        d = header.d
+        raw, values = parsed
+        raw_t = read_tensor(raw, torch.uint8, self.device)
+        idx = bitpack.unpack(raw_t, values.numel(), _sparse.index_width(d))
         if bool((idx >= d).any()) or bool((idx[1:] <= idx[:-1]).any()):
             raise PayloadError(
                 "Payload corrupt: indices out of range or not increasing."
             )
-        values = read_f32(reader, k, self.device)
         out = torch.zeros(d, dtype=torch.float32, device=self.device)
         out[idx] = values
         return out

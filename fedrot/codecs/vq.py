@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from .. import bitpack, wire
-from ..chunking import DEFAULT_CHUNK_SIZE, plan_chunks
+from ..chunking import DEFAULT_CHUNK_SIZE, ChunkPlan, plan_chunks
 from ..rotation import piece_views
 from ..tables.vq import CONFIGS, codebook, nearest
 from . import _rotated as rot
@@ -153,18 +153,28 @@ class VQCodec(Codec):
         ]
         return self._pack(d=v.numel(), rotations=k, body=body)
 
-    def _decode(
-        self, header: wire.Header, reader: wire.Reader, seed: int, client: int
-    ) -> torch.Tensor:
+    def _parse(
+        self, header: wire.Header, reader: wire.Reader
+    ) -> tuple[ChunkPlan, torch.Tensor, memoryview]:
         rot.check_k(header.rotations, self.rotations, (2, 3))
         plan = plan_chunks(header.d, self.chunk_log2)
         reader.expect_remaining(
             4 * plan.num_pieces + self._index_bytes(plan.padded), "scales and indices"
         )
-        scales = read_f32(reader, plan.num_pieces, self.device)
+        return plan, read_f32(reader, plan.num_pieces, self.device), reader.rest()
+
+    def _decode(
+        self,
+        header: wire.Header,
+        parsed: tuple[ChunkPlan, torch.Tensor, memoryview],
+        seed: int,
+        client: int,
+    ) -> torch.Tensor:
+        plan, scales, raw_view = parsed
         exp = decode_exponent(scales)
-        mul_pow2_(scales, exp)
-        raw = read_tensor(reader.take(reader.remaining), torch.uint8, self.device)
+        if exp:
+            scales = mul_pow2_(scales.clone(), exp)
+        raw = read_tensor(raw_view, torch.uint8, self.device)
         blocks = -(-plan.padded // self.block)
         idx = bitpack.unpack(raw, blocks, self.block * self.bits)
         c = self._codewords[idx].reshape(-1)[: plan.padded].clone()
