@@ -56,7 +56,7 @@ def test_wheel_contains_only_the_fedrot_package(wheel: Path) -> None:
     dist_info = {t for t in tops if t.endswith(".dist-info")}
     assert tops - dist_info == {"fedrot"}, sorted(tops)
     for data in ("lloyd_max.json", "quic_fl_tables.json", "vq_codebooks.json"):
-        assert f"fedrot/data/{data}" in names
+        assert f"fedrot/tables/data/{data}" in names
     assert "fedrot/py.typed" in names
 
 
