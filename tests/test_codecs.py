@@ -169,3 +169,17 @@ def test_lossless_is_a_declared_fact_true_only_for_fp32() -> None:
     fp32 = fedrot.get_codec("fp32")
     out = fp32.decode(fp32.encode(x, seed=1, client=1), seed=1, client=1)
     assert torch.equal(out.view(torch.int32), x.view(torch.int32))
+
+
+def test_protocol_facts_are_plain_attributes() -> None:
+    import inspect
+
+    for cls in CODECS.values():
+        for fact in ("lossless", "unbiased", "exact_size", "shared_rotation"):
+            assert isinstance(inspect.getattr_static(cls, fact), bool), (cls, fact)
+    assert fedrot.get_codec("drive").unbiased
+    assert not fedrot.get_codec("drive", scale="biased").unbiased
+    assert not fedrot.get_codec("terngrad", clip=2.5).unbiased
+    assert fedrot.get_codec("terngrad").unbiased
+    assert not fedrot.get_codec("eden", bits=2.5).exact_size
+    assert fedrot.get_codec("eden", bits=3).exact_size

@@ -193,10 +193,46 @@ def test_fuzz_decoder_only_raises_payload_error() -> None:
     assert cases >= 10_000
 
 
-@pytest.mark.parametrize("name", ["fp32", "qsgd", "topk", "randk", "signsgd", "terngrad"])
+@pytest.mark.parametrize(
+    "name", ["fp32", "qsgd", "topk", "randk", "signsgd", "terngrad"]
+)
 def test_non_rotating_codecs_reject_declared_rotations(name: str) -> None:
     codec = fedrot.get_codec(name)
     blob = codec.encode(make_gaussian(300, 0), seed=1, client=1)
     bad = _refresh_crc(blob[:4] + bytes([2]) + blob[5:])
     with pytest.raises(fedrot.PayloadError, match="rotations"):
         codec.decode(bad, seed=1, client=1)
+
+
+SIZE_CONFIGS = [
+    ("eden", {"bits": 2}),
+    ("eden", {"bits": 1.5}),
+    ("eden", {"bits": 0.5}),
+    ("quic-fl", {"bits": 2}),
+    ("vq", {"bits": 2}),
+    *[(name, {}) for name in FIXED_SIZE],
+]
+
+
+@pytest.mark.parametrize(
+    "name,params", SIZE_CONFIGS, ids=[f"{n}-{p}" for n, p in SIZE_CONFIGS]
+)
+def test_exact_size_says_whether_payload_bytes_is_exact(
+    name: str, params: dict
+) -> None:
+    codec = fedrot.get_codec(name, **params)
+    d = 70_001
+    info = codec.info(d)
+    fractional_eden = name == "eden" and not float(params["bits"]).is_integer()
+    assert info.exact_size == (name != "quic-fl" and not fractional_eden)
+    g = make_gaussian(d, 3).float()
+    sparse = torch.zeros(d)
+    sparse[::97] = 1.0
+    inputs = [g, sparse, torch.full((d,), 0.5), g * 1e-3]
+    sizes = {len(codec.encode(x, seed=s, client=s)) for x in inputs for s in (1, 2)}
+    if info.exact_size:
+        assert sizes == {info.payload_bytes}
+    else:
+        assert len(sizes) > 1  # genuinely data- or seed-dependent
+        gaussian = [len(codec.encode(g, seed=s, client=9)) for s in range(4)]
+        assert abs(sum(gaussian) / 4 / info.payload_bytes - 1) < 0.01  # expected size

@@ -35,9 +35,13 @@ class CodecInfo:
     d
         Vector length the facts refer to.
     payload_bytes
-        Exact payload size in bytes when it depends only on ``d``; for codecs whose
-        size depends on the data (fractional EDEN, QUIC-FL outliers) its expectation
-        for Gaussian-like input, rounded up.
+        Payload size in bytes: exact when ``exact_size`` is True; otherwise the
+        *expected* size (fractional and sub-bit EDEN, whose counts come from a
+        seeded mask; QUIC-FL, whose outlier count depends on the data), for
+        Gaussian-like input.
+    exact_size
+        Whether every payload for an input of length ``d`` has exactly
+        ``payload_bytes`` bytes.
     header_bytes
         Bytes of the payload that are not packed codes/values: envelope, parameters,
         counts and per-piece scales.
@@ -56,6 +60,7 @@ class CodecInfo:
     params: dict[str, Any]
     d: int
     payload_bytes: int
+    exact_size: bool
     header_bytes: int
     bits_per_coordinate: float
     unbiased: bool
@@ -168,9 +173,10 @@ def _check_id(name: str, value: Any) -> int:
 class Codec(ABC):
     """Base of all codecs (one level of inheritance; schemes subclass it directly).
 
-    Subclasses set ``name``, ``codec_id``, ``unbiased``, ``shared_rotation`` and
-    implement ``params``, ``_param_block``, ``_encode``, ``_decode`` and
-    ``_sizes``.
+    Subclasses set ``name``, ``codec_id`` and the protocol facts below that differ
+    from the defaults (as class attributes, or in ``__init__`` where they depend on
+    the parameters), and implement ``params``, ``_param_block``, ``_encode``,
+    ``_parse``, ``_decode`` and ``_sizes``.
     """
 
     name: ClassVar[str]
@@ -182,7 +188,10 @@ class Codec(ABC):
     #: True only when ``decode(encode(x))`` equals ``x`` bit for bit (as float32):
     #: a protocol fact, never inferred from an error statistic.
     lossless: ClassVar[bool] = False
-    unbiased: ClassVar[bool] = True
+    #: Whether E[decode(encode(x))] = x for every x.
+    unbiased: bool = True
+    #: Whether every payload for length d has exactly ``info(d).payload_bytes``.
+    exact_size: bool = True
     shared_rotation: ClassVar[bool] = False
     #: False for codecs that never rotate: their payloads must declare 0 RHT layers.
     rotates: ClassVar[bool] = True
@@ -338,6 +347,7 @@ class Codec(ABC):
             params=self.params(),
             d=d,
             payload_bytes=total,
+            exact_size=self.exact_size,
             header_bytes=total - codes,
             bits_per_coordinate=8 * total / d,
             unbiased=self.unbiased,

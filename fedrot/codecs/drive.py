@@ -54,15 +54,12 @@ class DriveCodec(Codec):
                 f"`scale` must be one of {list(_SCALES)}. Found {scale!r}."
             )
         self.scale = scale
+        #: only the unbiased scale gives an unbiased estimate
+        self.unbiased = scale == "unbiased"
         #: decoded value of a sign bit: 0 -> +1, 1 -> -1 (== 1 - 2 * bit)
         self._pm1 = torch.tensor([1.0, -1.0], device=self.device)
         self.rotations = rot.check_rotations(rotations)
         self.chunk_log2 = rot.check_chunk_size(chunk_size)
-
-    @property
-    def unbiased(self) -> bool:  # type: ignore[override]
-        """Only the unbiased scale gives an unbiased estimate."""
-        return self.scale == "unbiased"
 
     def params(self) -> dict[str, Any]:
         return {

@@ -74,6 +74,8 @@ class EdenCodec(Codec):
         self.bits = _check_bits(bits)
         self.rotations = rot.check_rotations(rotations)
         self.chunk_log2 = rot.check_chunk_size(chunk_size)
+        #: fractional budgets send seeded-mask counts: the size varies by seed
+        self.exact_size = self.bits.is_integer()
         if self.bits < 1:
             self._lo, self._hi, self._frac = 1, 1, 0.0
         else:

@@ -51,11 +51,8 @@ class TernGradCodec(Codec):
                 )
             clip = float(clip)
         self.clip = clip
-
-    @property
-    def unbiased(self) -> bool:  # type: ignore[override]
-        """Unbiased only without clipping."""
-        return self.clip is None
+        #: clipping makes the estimate biased
+        self.unbiased = clip is None
 
     def params(self) -> dict[str, Any]:
         return {"clip": self.clip}
