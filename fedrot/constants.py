@@ -22,15 +22,21 @@ __all__ = [
     "METRIC_DOWNLINK_BYTES",
     "METRIC_DOWNLINK_PAYLOAD_BYTES",
     "METRIC_DOWNLINK_REQUESTS",
+    "DOWNLINK_ARRAY_PREFIX",
+    "DOWNLINK_ERROR",
+    "DOWNLINK_RECORD",
     "FAILURE_REASONS",
     "FEDROT_FAILURES",
     "METRIC_FAILED_REPLIES",
     "METRIC_FAILED_PREFIX",
     "MOD_ERROR_PREFIX",
+    "METRIC_TOTAL_BYTES",
     "METRIC_UPLINK_BYTES",
     "METRIC_UPLINK_PAYLOAD_BYTES",
     "METRIC_UPLINK_REQUESTS",
     "PAYLOAD_ARRAY_KEY",
+    "STATE_DOWNLINK_MODEL",
+    "STATE_DOWNLINK_TAG",
     "STATE_RESIDUAL",
     "STATE_RESIDUAL_TAG",
     "STYPE_PREFIX",
@@ -69,6 +75,19 @@ STYPE_PREFIX = "fedrot/"
 #: Key of the compressed Array inside the reply's ArrayRecord.
 PAYLOAD_ARRAY_KEY = "fedrot.payload"
 
+# ------------------------------------------------------------ compressed broadcasts
+#: RecordDict key of the ConfigRecord that describes a compressed broadcast (train
+#: and evaluate instructions); the client mod removes it before the ClientApp runs.
+DOWNLINK_RECORD = "fedrot.downlink"
+#: Prefix of the broadcast payload Arrays' keys inside the instruction's ArrayRecord:
+#: ``f"{DOWNLINK_ARRAY_PREFIX}{version}"`` (a correction or model payload) or
+#: ``f"{DOWNLINK_ARRAY_PREFIX}full"`` (the nodes' model, exactly).
+DOWNLINK_ARRAY_PREFIX = "fedrot.downlink/"
+#: Error replies of the mod whose broadcast could not be rebuilt start with
+#: ``MOD_ERROR_PREFIX + DOWNLINK_ERROR``; the server then sends that node the full
+#: model next time.
+DOWNLINK_ERROR = "downlink: "
+
 # ------------------------------------------------------------------ client state
 #: ``Context.state`` ArrayRecord key holding the error-feedback residual.
 STATE_RESIDUAL = "fedrot.residual"
@@ -76,6 +95,11 @@ STATE_RESIDUAL = "fedrot.residual"
 #: (codec, compress mask, length) and in which round; a residual whose tag does
 #: not match the current round's settings is dropped, never applied.
 STATE_RESIDUAL_TAG = "fedrot.residual-tag"
+#: ``Context.state`` ArrayRecord key of the model a node holds (delta broadcasts).
+STATE_DOWNLINK_MODEL = "fedrot.downlink-model"
+#: ``Context.state`` ConfigRecord key: the held model's version and what it belongs
+#: to (run seed, codec, layout); any mismatch means "no state".
+STATE_DOWNLINK_TAG = "fedrot.downlink-tag"
 
 # ------------------------------------------------------------ MetricRecord keys
 #: Protobuf bytes the SuperNodes send to deliver the phase's replies.
@@ -90,6 +114,8 @@ METRIC_DOWNLINK_BYTES = "fedrot.downlink-bytes"
 METRIC_DOWNLINK_PAYLOAD_BYTES = "fedrot.downlink-payload-bytes"
 #: HTTP requests the SuperNodes make to fetch the phase's instructions.
 METRIC_DOWNLINK_REQUESTS = "fedrot.downlink-requests"
+#: ``METRIC_UPLINK_BYTES + METRIC_DOWNLINK_BYTES`` of the phase.
+METRIC_TOTAL_BYTES = "fedrot.total-bytes"
 #: Train replies that did not contribute to the aggregate, whatever the reason
 #: (the sum of the per-reason counts below).
 METRIC_FAILED_REPLIES = "fedrot.failed-replies"

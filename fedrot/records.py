@@ -24,6 +24,7 @@ The protocol, per train round:
 from __future__ import annotations
 
 import fnmatch
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -48,6 +49,7 @@ __all__ = [
     "payload_array",
     "payload_stype",
     "select_compressed",
+    "split_payloads",
     "split_reply",
 ]
 
@@ -271,6 +273,53 @@ class Layout:
         compressed = set(self.float_keys)
         return tuple(k for k in self.keys if k not in compressed)
 
+    def to_json(self) -> str:
+        """The layout as compact JSON (travels with compressed broadcasts)."""
+        return json.dumps(
+            {
+                "keys": list(self.keys),
+                "compressed": [
+                    [k, list(s), t]
+                    for k, s, t in zip(
+                        self.float_keys, self.shapes, self.dtypes, strict=True
+                    )
+                ],
+            },
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> Layout:
+        """Inverse of :meth:`to_json`.
+
+        Raises
+        ------
+        ValueError
+            If ``text`` is not a layout written by :meth:`to_json`.
+        """
+        try:
+            obj = json.loads(text)
+            keys = tuple(str(k) for k in obj["keys"])
+            entries = [
+                (str(k), tuple(int(n) for n in s), str(t))
+                for k, s, t in obj["compressed"]
+            ]
+        except (TypeError, ValueError, KeyError) as exc:
+            raise ValueError(f"not a fedrot layout: {text[:80]!r}") from exc
+        float_keys = tuple(k for k, _, _ in entries)
+        if not set(float_keys) <= set(keys) or any(
+            t not in FLOAT_DTYPES or min(s, default=0) < 0 for _, s, t in entries
+        ):
+            raise ValueError(f"inconsistent fedrot layout: {text[:80]!r}")
+        shapes = tuple(s for _, s, _ in entries)
+        return cls(
+            keys=keys,
+            float_keys=float_keys,
+            shapes=shapes,
+            dtypes=tuple(t for _, _, t in entries),
+            d=sum(int(np.prod(s, dtype=np.int64)) for s in shapes),
+        )
+
     def mismatch(self, record: ArrayRecord) -> str | None:
         """Why a local model ``record`` cannot be flattened with this layout."""
         if tuple(record.keys()) != self.keys:
@@ -341,6 +390,21 @@ def payload_array(codec_name: str, blob: bytes) -> Array:
 def is_payload(arr: Array) -> bool:
     """Whether ``arr`` is a fedrot payload (of any codec or version)."""
     return arr.stype.startswith(STYPE_PREFIX)
+
+
+def split_payloads(
+    record: ArrayRecord, prefix: str
+) -> tuple[dict[str, Array], dict[str, Array]]:
+    """({name after ``prefix``: payload Array}, {key: other Array}) of a record."""
+    payloads = {
+        k[len(prefix) :]: a
+        for k, a in record.items()
+        if k.startswith(prefix) and is_payload(a)
+    }
+    others = {
+        k: a for k, a in record.items() if not (k.startswith(prefix) and is_payload(a))
+    }
+    return payloads, others
 
 
 def split_reply(record: ArrayRecord) -> tuple[Array | None, dict[str, Array]]:

@@ -40,7 +40,9 @@ import torch
 
 __all__ = [
     "Stream",
+    "DOWNLINK_CLIENT",
     "derive_seed",
+    "downlink_seed",
     "round_seed",
     "words_numpy",
     "words_torch",
@@ -68,6 +70,7 @@ class Stream(IntEnum):
     MASK = 4  # randomness shared by client and server: masks, fractional bits
     SHARED_H = 5  # QUIC-FL's per-client shared randomness h
     ROUND = 6  # per-round seeds derived from a run seed
+    DOWNLINK = 7  # seeds of the server's broadcasts, per model version
 
 
 def _mix64_int(z: int) -> int:
@@ -135,6 +138,28 @@ def round_seed(run_seed: int, server_round: int) -> int:
         Stream.ROUND,
         _check_u64("round", server_round),
     )
+
+
+def downlink_seed(run_seed: int, version: int) -> int:
+    """Seed of the broadcast of model version ``version`` (one per run and version).
+
+    Every node decodes the broadcast with this seed and the client id
+    :data:`DOWNLINK_CLIENT`, so all nodes share its rotation and its bytes.
+
+    Examples
+    --------
+    >>> downlink_seed(0, 1) != downlink_seed(0, 2) != round_seed(0, 1)
+    True
+    """
+    return derive_seed(
+        _check_u64("run_seed", run_seed),
+        Stream.DOWNLINK,
+        _check_u64("version", version),
+    )
+
+
+#: The client id every broadcast is encoded and decoded with (no node sends it).
+DOWNLINK_CLIENT = MASK64
 
 
 def words_numpy(key: int, n: int, *, start: int = 0) -> np.ndarray:

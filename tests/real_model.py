@@ -79,9 +79,10 @@ def evaluate(model: BNNet, x: torch.Tensor, y: torch.Tensor) -> tuple[float, flo
     return loss, acc
 
 
-def make_client_app(*, mod: bool = True) -> ClientApp:
-    """The ClientApp a user writes; ``mod`` adds fedrot's compression_mod."""
-    app = ClientApp(mods=[compression_mod] if mod else [])
+def make_client_app(*, mod: bool = True, after: list | None = None) -> ClientApp:
+    """The ClientApp a user writes; ``mod`` adds fedrot's compression_mod first,
+    ``after`` more mods behind it (they see what the ClientApp sees)."""
+    app = ClientApp(mods=([compression_mod] if mod else []) + list(after or []))
 
     def _model(msg: Message) -> BNNet:
         model = make_model()

@@ -1,6 +1,10 @@
 """The client side: a Flower mod that compresses the ClientApp's train reply.
 
-Steps for a ``train`` message (every other message type passes through untouched):
+Steps for a ``train`` message (other message types pass through untouched, after
+step 0):
+
+0. If the instruction carries a compressed broadcast (train or evaluate), rebuild the
+   model first (:mod:`fedrot.clients.downlink`); the ClientApp sees plain arrays.
 
 1. Read the codec, its parameters, the run seed, the server round and the compress
    mask from the message's ConfigRecord (written by
@@ -47,6 +51,7 @@ from flwr.common.constant import ErrorCode
 import fedrot
 
 from ..constants import (
+    DOWNLINK_ERROR,
     KEY_CODEC,
     KEY_CODEC_PARAMS,
     KEY_COMPRESS_MASK,
@@ -62,6 +67,7 @@ from ..constants import (
     UPDATE_WEIGHTS,
 )
 from ..records import Layout, flatten, hex_to_mask, payload_array
+from .downlink import DownlinkError, DownlinkReceiver
 
 __all__ = ["CompressionMod", "compression_mod"]
 
@@ -122,6 +128,7 @@ class CompressionMod:
             ) from exc
         self.device = device
         self._codecs: dict[tuple[str, str], fedrot.Codec] = {}
+        self._downlink = DownlinkReceiver(device=device)
 
     def __repr__(self) -> str:
         return f"CompressionMod(device={self.device!r})"
@@ -130,6 +137,10 @@ class CompressionMod:
         self, msg: Message, ctxt: Context, call_next: ClientAppCallable
     ) -> Message:
         """Compress the reply to a train message; pass other messages through."""
+        try:
+            msg = self._downlink.receive(msg, ctxt)
+        except DownlinkError as exc:
+            return _error(msg, DOWNLINK_ERROR + str(exc))
         if msg.metadata.message_type.split(".")[0] != MessageType.TRAIN:
             return call_next(msg, ctxt)
         try:

@@ -34,7 +34,7 @@ from __future__ import annotations
 import copy
 import json
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from logging import ERROR, INFO, WARNING
 from typing import Any
@@ -65,6 +65,7 @@ from flwr.serverapp.strategy import (
 import fedrot
 
 from .. import wire
+from ..broadcast import DownlinkSpec
 from ..constants import (
     FAILURE_REASONS,
     FEDROT_FAILURES,
@@ -80,6 +81,7 @@ from ..constants import (
     METRIC_DOWNLINK_REQUESTS,
     METRIC_FAILED_PREFIX,
     METRIC_FAILED_REPLIES,
+    METRIC_TOTAL_BYTES,
     METRIC_UPLINK_BYTES,
     METRIC_UPLINK_PAYLOAD_BYTES,
     METRIC_UPLINK_REQUESTS,
@@ -99,6 +101,7 @@ from ..records import (
     select_compressed,
     split_reply,
 )
+from .downlink import DownlinkSender
 from .traffic import Traffic, instruction_bytes, reply_bytes
 
 __all__ = ["CompressedStrategy"]
@@ -194,6 +197,16 @@ class CompressedStrategy(Strategy):
     compress_keys : sequence of str or None, default None
         If given, only floating arrays matching one of these patterns (and no
         ``exact_keys`` pattern) are compressed.
+    downlink : dict or None, default None
+        Compressed broadcasts (train and evaluate instructions):
+        ``{"codec": name, "mode": "model" | "delta", **codec params}``, e.g.
+        ``{"codec": "eden", "bits": 8, "mode": "model"}``. None sends the model's
+        arrays as they are. Model mode encodes each new global model once, with a
+        rotation all nodes share; delta mode sends each node the compressed
+        corrections since the model it holds (server-side error feedback), or the
+        model exactly when that is fewer bytes (see :mod:`fedrot.broadcast`).
+        Exact arrays always travel exactly. With a downlink the clients send
+        deltas even for the lossless ``fp32`` codec.
     fast_path : bool or None, default None
         Aggregate with one ``codec.aggregate`` call. None: whenever the inner
         strategy is one of FedAvg, FedAvgM, FedProx, FedAdam, FedYogi, FedAdagrad
@@ -241,6 +254,7 @@ class CompressedStrategy(Strategy):
         error_feedback: bool = False,
         exact_keys: Sequence[str] = DEFAULT_EXACT_KEYS,
         compress_keys: Sequence[str] | None = None,
+        downlink: Mapping[str, Any] | None = None,
         fast_path: bool | None = None,
         count_bytes: bool = True,
         device: str = "cpu",
@@ -269,7 +283,18 @@ class CompressedStrategy(Strategy):
         self.codec = fedrot.get_codec(codec, device=device, **codec_params)
         self.seed = int(seed)
         self.lossless = bool(self.codec.lossless)
-        self.update = UPDATE_WEIGHTS if self.lossless else UPDATE_DELTA
+        self.downlink = (
+            None if downlink is None else DownlinkSpec.parse(downlink, device=device)
+        )
+        self._sender = (
+            None
+            if self.downlink is None
+            else DownlinkSender(self.downlink, run_seed=self.seed)
+        )
+        # with a lossy broadcast the clients train from an estimate of the global
+        # model; their deltas are added to the true global model (error feedback)
+        exact_weights = self.lossless and self.downlink is None
+        self.update = UPDATE_WEIGHTS if exact_weights else UPDATE_DELTA
         if error_feedback and self.lossless:
             raise ValueError(
                 f"`error_feedback` is True but codec {codec!r} is lossless, so there "
@@ -322,6 +347,13 @@ class CompressedStrategy(Strategy):
         log(INFO, "\t│\t├── Exact keys: %s", list(self.exact_keys))
         if self.compress_keys is not None:
             log(INFO, "\t│\t├── Compressed keys: %s", list(self.compress_keys))
+        if self.downlink is not None:
+            log(
+                INFO,
+                "\t│\t├── Downlink: %r, %s mode",
+                self.downlink.codec,
+                self.downlink.mode,
+            )
         log(INFO, "\t│\t├── Fast path (codec.aggregate): %s", self.fast_path)
         log(INFO, "\t│\t└── Count bytes on the wire: %s", self.count_bytes)
         log(INFO, "\t└──> Inner strategy: %s", type(self.strategy).__name__)
@@ -352,6 +384,8 @@ class CompressedStrategy(Strategy):
         messages = list(
             self.strategy.configure_train(server_round, arrays, config, grid)
         )
+        if self._sender is not None:
+            self._sender.rewrite(messages, arrays, layout)
         self._downlink["train"] = self._instructions_bytes(messages)
         return messages
 
@@ -375,6 +409,8 @@ class CompressedStrategy(Strategy):
                 "arrays it broadcast to decode the replies."
             )
         uplink = self._replies_bytes(replies)
+        if self._sender is not None:
+            self._sender.confirm(replies)
         decoded, failures = self._decode_replies(server_round, replies)
         _raise_if_fedrot_lost(server_round, failures, len(replies))
         arrays, metrics = self.strategy.aggregate_train(server_round, decoded)
@@ -396,6 +432,9 @@ class CompressedStrategy(Strategy):
         messages = list(
             self.strategy.configure_evaluate(server_round, arrays, config, grid)
         )
+        if self._sender is not None and messages:
+            assert self._mask is not None  # set by _follow_spec
+            self._sender.rewrite(messages, arrays, Layout.of(arrays, self._mask))
         self._downlink["evaluate"] = self._instructions_bytes(messages)
         return messages
 
@@ -405,6 +444,8 @@ class CompressedStrategy(Strategy):
         """Delegate and add the evaluation phase's byte metrics."""
         replies = list(replies)
         uplink = self._replies_bytes(replies)
+        if self._sender is not None:
+            self._sender.confirm(replies)
         metrics = self.strategy.aggregate_evaluate(server_round, replies)
         if not self.count_bytes:
             return metrics
@@ -416,6 +457,8 @@ class CompressedStrategy(Strategy):
     def _follow_spec(self, arrays: ArrayRecord, *, new_run: bool) -> ArrayRecord:
         """``arrays`` in the run's dtypes; the first model of a run sets the spec."""
         if self._spec is None or new_run:
+            if self._sender is not None:
+                self._sender.reset()
             self._spec = ModelSpec.of(arrays)
             self._mask = select_compressed(
                 arrays,
@@ -525,6 +568,10 @@ class CompressedStrategy(Strategy):
                 f"the payload holds d = {header.d} values but the broadcast model has "
                 f"{layout.d} compressed parameters",
             )
+        try:  # parameters, body length and counts, still without allocating d
+            self.codec.check(payload.data, d=layout.d)
+        except fedrot.PayloadError as exc:
+            return _Failure("corrupt", f"corrupt or mismatched payload: {exc}")
         return key, payload.data, exact
 
     def _exact_mismatch(self, exact: dict[str, Array]) -> str | None:
@@ -617,6 +664,7 @@ class CompressedStrategy(Strategy):
         out[METRIC_DOWNLINK_BYTES] = down.message_bytes
         out[METRIC_DOWNLINK_PAYLOAD_BYTES] = down.payload_bytes
         out[METRIC_DOWNLINK_REQUESTS] = down.requests
+        out[METRIC_TOTAL_BYTES] = up.message_bytes + down.message_bytes
 
 
 def _error_reason(msg: Message) -> str:
