@@ -29,9 +29,7 @@ back as Flower error replies (``MOD_FAILED_PRECONDITION``) whose reason starts w
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
@@ -67,6 +65,7 @@ from ..constants import (
     UPDATE_WEIGHTS,
 )
 from ..records import Layout, flatten, hex_to_mask, payload_array
+from ._codecs import CodecCache
 from .downlink import DownlinkError, DownlinkReceiver
 
 __all__ = ["CompressionMod", "compression_mod"]
@@ -127,8 +126,8 @@ class CompressionMod:
                 f"Found {device!r}."
             ) from exc
         self.device = device
-        self._codecs: dict[tuple[str, str], fedrot.Codec] = {}
-        self._downlink = DownlinkReceiver(device=device)
+        self._codecs = CodecCache(device=device)
+        self._downlink = DownlinkReceiver(codecs=self._codecs)
 
     def __repr__(self) -> str:
         return f"CompressionMod(device={self.device!r})"
@@ -203,24 +202,10 @@ class CompressionMod:
         )
 
     def _codec(self, name: str, params_json: str) -> fedrot.Codec:
-        if name not in fedrot.available_codecs():
-            raise _Misconfigured(
-                f"the server asked for codec {name!r}, which this client's fedrot "
-                f"{fedrot.__version__} does not have (it has "
-                f"{fedrot.available_codecs()}). Install the server's fedrot version on "
-                "the clients."
-            )
-        key = (name, params_json)
-        if key not in self._codecs:
-            try:
-                params: dict[str, Any] = json.loads(params_json)
-                self._codecs[key] = fedrot.get_codec(name, **params, device=self.device)
-            except (ValueError, TypeError) as exc:
-                raise _Misconfigured(
-                    f"cannot build codec {name!r} with parameters {params_json}: "
-                    f"{exc} Use the same fedrot version on both sides."
-                ) from exc
-        return self._codecs[key]
+        try:
+            return self._codecs.get(name, params_json)
+        except ValueError as exc:
+            raise _Misconfigured(str(exc)) from exc
 
 
 def _compress_reply(plan: _Round, out: Message, ctxt: Context) -> Message:

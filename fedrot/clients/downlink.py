@@ -19,9 +19,6 @@ that node the full model next time.
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
 
@@ -35,6 +32,7 @@ from ..constants import (
     STATE_DOWNLINK_TAG,
 )
 from ..records import Layout, float_arrays, split_payloads
+from ._codecs import CodecCache
 
 __all__ = ["DownlinkError", "DownlinkReceiver"]
 
@@ -50,13 +48,12 @@ class DownlinkReceiver:
 
     Parameters
     ----------
-    device : str
-        Torch device the codec decodes on.
+    codecs : CodecCache
+        Where the codecs come from (shared with the mod's uplink part).
     """
 
-    def __init__(self, *, device: str = "cpu") -> None:
-        self.device = device
-        self._codecs: dict[tuple[str, str], fedrot.Codec] = {}
+    def __init__(self, *, codecs: CodecCache) -> None:
+        self._codecs = codecs
 
     def receive(self, msg: Message, ctxt: Context) -> Message:
         """``msg`` itself if it carries no compressed broadcast, else a copy whose
@@ -134,17 +131,10 @@ class DownlinkReceiver:
         return model
 
     def _codec(self, name: str, params_json: str) -> fedrot.Codec:
-        key = (name, params_json)
-        if key not in self._codecs:
-            try:
-                params: dict[str, Any] = json.loads(params_json)
-                self._codecs[key] = fedrot.get_codec(name, **params, device=self.device)
-            except (ValueError, TypeError) as exc:
-                raise DownlinkError(
-                    f"cannot build the broadcast codec {name!r} with {params_json}: "
-                    f"{exc} Use the same fedrot version on both sides."
-                ) from exc
-        return self._codecs[key]
+        try:
+            return self._codecs.get(name, params_json)
+        except ValueError as exc:
+            raise DownlinkError(f"the broadcast codec: {exc}") from exc
 
 
 def _array_record(msg: Message) -> tuple[str, ArrayRecord]:
