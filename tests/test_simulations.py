@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import subprocess
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "simulations"))
 
+from fedrot_sim.client_app import app as client_app  # noqa: E402
 from fedrot_sim.config import (  # noqa: E402
     RunConfig,
     format_codec_params,
@@ -29,7 +32,15 @@ from fedrot_sim.records import (  # noqa: E402
     run_record,
     write_run_record,
 )
+from fedrot_sim.sampling import (  # noqa: E402
+    PartitionSampledFedAvg,
+    local_seed,
+    sample_partitions,
+)
+from fedrot_sim.server_app import run  # noqa: E402
 from fedrot_sim.sweep import main as sweep_main  # noqa: E402
+from flower_factories import FakeGrid, make_context, set_task_identity  # noqa: E402
+from flwr.app import Message  # noqa: E402
 
 
 def _simulations(*args: str, timeout: int) -> subprocess.CompletedProcess[str]:
@@ -177,6 +188,88 @@ def test_sweep_exits_nonzero_naming_run_and_round_that_lost_replies(
     assert [int(r["failed_replies"]) for r in rows] == [0, 0, 1, 0, 0, 0]
     assert rows[2]["failed_by_reason"] == "client-mod=1"
     assert "| 1 |" in (tmp_path / "summary.md").read_text()
+
+
+class _InProcessGrid(FakeGrid):
+    """Runs every instruction through the ClientApp at once, one Context per node."""
+
+    def __init__(self, node_ids: list[int]) -> None:
+        super().__init__(node_ids)
+        self.contexts = {n: make_context(n) for n in node_ids}
+        self.seen: list[tuple[int, int, int]] = []  # (round, node, partition)
+
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> list[Message]:
+        replies = []
+        for msg in messages:
+            cfg = msg.content["config"]
+            node = msg.metadata.dst_node_id
+            self.seen.append((int(cfg["server-round"]), node, int(cfg["partition-id"])))
+            replies.append(client_app(msg, self.contexts[node]))
+        return replies
+
+
+def _paired_run(codec: str, node_ids: list[int]) -> tuple[RunResult, _InProcessGrid]:
+    set_task_identity()
+    cfg = RunConfig(
+        task="digits",
+        codec=codec,
+        rounds=3,
+        num_clients=6,
+        clients_per_round=3,
+        lr=0.3,
+        batch_size=16,
+        seed=4,
+    )
+    grid = _InProcessGrid(node_ids)
+    return run(grid, cfg), grid
+
+
+def _measured(result: RunResult) -> list[RoundRecord]:
+    """The rounds without wall times and protobuf byte counts."""
+    return [
+        dataclasses.replace(r, wall_time_s=0.0, uplink_bytes=0, downlink_bytes=0)
+        for r in result.rounds
+    ]
+
+
+def test_sample_partitions_depend_on_seed_and_round_only() -> None:
+    a = [sample_partitions(7, r, 100, 10) for r in range(1, 6)]
+    assert a == [sample_partitions(7, r, 100, 10) for r in range(1, 6)]
+    assert all(p == sorted(set(p)) and len(p) == 10 for p in a)
+    assert all(0 <= i < 100 for p in a for i in p)
+    assert len({tuple(p) for p in a}) == 5  # a new sample every round
+    assert sample_partitions(8, 1, 100, 10) != a[0]
+    assert local_seed(7, 1, 3) == local_seed(7, 1, 3) != local_seed(7, 2, 3)
+    assert local_seed(7, 1, 3) != local_seed(8, 1, 3)
+    with pytest.raises(ValueError, match="per_round"):
+        PartitionSampledFedAvg(num_partitions=3, per_round=4, seed=0)
+
+
+def test_two_fp32_runs_of_one_seed_are_identical_whatever_the_node_ids() -> None:
+    first, grid_a = _paired_run("fp32", list(range(100, 106)))
+    # other node ids, registered in another order: the same partitions still train
+    second, grid_b = _paired_run("fp32", [2**62 + 9, 5, 2**40, 77, 3, 1_000_003])
+    # accuracy, losses, payload bytes, clients: all equal (the protobuf byte counts
+    # differ by the varint length of the node ids, wall times by the clock)
+    assert _measured(first) == _measured(second)
+    assert [r.clients for r in first.rounds[1:]] == [
+        sample_partitions(4, r, 6, 3) for r in (1, 2, 3)
+    ]
+    # partition p always trains on the p-th node by id (per-node state follows it)
+    for grid in (grid_a, grid_b):
+        ranked = sorted(grid.contexts)
+        assert all(node == ranked[p] for _, node, p in grid.seen)
+    fp16, _ = _paired_run("fp16", list(range(100, 106)))
+    assert _measured(fp16)[0] == _measured(first)[0]  # same initial model
+    assert [r.clients for r in fp16.rounds] == [r.clients for r in first.rounds]
+    assert [r.train_loss for r in fp16.rounds[:2]] == [
+        r.train_loss for r in first.rounds[:2]
+    ]  # round 1 trains the same model on the same batches
+    # ... and the codec acts from the first upload on
+    assert fp16.rounds[1].loss != first.rounds[1].loss
+    assert fp16.rounds[1].uplink_payload_bytes < first.rounds[1].uplink_payload_bytes
 
 
 def test_task_filter_selects_one_task_of_a_preset() -> None:

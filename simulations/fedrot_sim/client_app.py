@@ -1,7 +1,7 @@
-"""ClientApp: local SGD on this node's partition; ``compression_mod`` compresses it.
+"""ClientApp: local SGD on the partition the server names, compressed by fedrot.
 
-All training settings arrive in the train ConfigRecord from the server (the single
-source of truth); the partition id comes from the node config.
+All settings arrive in the train ConfigRecord from the server (the single source of
+truth), including the partition to train on (see :mod:`fedrot_sim.sampling`).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from fedrot.clients import compression_mod
 
 from .data import client_data
 from .models import make_model
+from .sampling import KEY_PARTITION, local_seed
 from .training import train
 
 app = ClientApp()
@@ -21,23 +22,18 @@ app = ClientApp()
 
 @app.train(mods=[compression_mod])
 def train_fn(msg: Message, context: Context) -> Message:
-    """Train the received global model for ``local-epochs`` on the local data."""
+    """Train the received global model for ``local-epochs`` on the named partition."""
     torch.set_num_threads(1)
     cfg = msg.content["config"]
     task = str(cfg["task"])
-    partition = int(context.node_config["partition-id"])
-    if partition >= int(cfg["num-clients"]):
+    num_clients = int(cfg["num-clients"])
+    partition = int(cfg[KEY_PARTITION])
+    if not 0 <= partition < num_clients:
         raise ValueError(
-            f"SuperNode partition {partition} does not exist: `num-clients` is "
-            f"{cfg['num-clients']}. Set num-supernodes equal to num-clients."
+            f"Partition {partition} does not exist: `num-clients` is {num_clients}."
         )
-    x, y = client_data(
-        task,
-        partition,
-        int(cfg["num-clients"]),
-        float(cfg["alpha"]),
-        int(cfg["partition-seed"]),
-    )
+    seed = int(cfg["seed"])
+    x, y = client_data(task, partition, num_clients, float(cfg["alpha"]), seed)
     model = make_model(task, model=str(cfg["model"]))
     model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
     loss = train(
@@ -47,7 +43,7 @@ def train_fn(msg: Message, context: Context) -> Message:
         epochs=int(cfg["local-epochs"]),
         batch_size=int(cfg["batch-size"]),
         lr=float(cfg["lr"]),
-        seed=int(cfg["server-round"]) * 100_003 + partition,
+        seed=local_seed(seed, int(cfg["server-round"]), partition),
     )
     metrics = MetricRecord({"train-loss": loss, "num-examples": len(y)})
     return Message(

@@ -31,7 +31,7 @@ class RoundRecord:
     ``trained`` is False when the round produced no train metrics (round 0, or a
     round whose aggregation returned nothing). ``failed_by_reason`` holds the
     strategy's per-reason counts (``fedrot.failed-replies.<reason>``), non-zero ones
-    only.
+    only. ``clients`` are the partitions trained in the round, sorted.
     """
 
     round: int
@@ -45,6 +45,7 @@ class RoundRecord:
     failed_replies: int
     failed_by_reason: dict[str, int] = field(default_factory=dict)
     trained: bool = True
+    clients: list[int] = field(default_factory=list)
     wall_time_s: float = float("nan")
 
 

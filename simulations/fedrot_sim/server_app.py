@@ -9,7 +9,6 @@ calls :func:`run` with a typed config directly. Both write the same run record
 from __future__ import annotations
 
 import math
-import random
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -39,6 +38,7 @@ from .records import (
     read_run_record,
     write_run_record,
 )
+from .sampling import PartitionSampledFedAvg
 from .training import evaluate
 
 app = ServerApp()
@@ -52,13 +52,15 @@ def run(
 ) -> RunResult:
     """Train ``cfg.rounds`` rounds; per-round accuracy, loss, bytes, failures, time.
 
-    Steps: check the federation, build the strategy and the initial model, run
+    Steps: build the strategy (partitions sampled with the run seed, see
+    :mod:`fedrot_sim.sampling`, wrapped in fedrot) and the initial model, run
     Flower's strategy loop with a central evaluation after every round, then read
     each round's metrics into a :class:`RoundRecord`.
     """
-    check_federation(grid, cfg)
-    random.seed(cfg.seed)  # Flower samples clients with the `random` module
-    strategy = make_strategy(cfg)
+    sampler = PartitionSampledFedAvg(
+        num_partitions=cfg.num_clients, per_round=cfg.clients_per_round, seed=cfg.seed
+    )
+    strategy = make_strategy(cfg, sampler)
     model = make_model(cfg.task, model=cfg.model, seed=cfg.seed)
     evaluation = CentralEvaluation(cfg, model, on_round=on_round)
     result = strategy.start(
@@ -70,35 +72,15 @@ def run(
     )
     return RunResult(
         num_params=num_params(model),
-        rounds=round_records(result, evaluation.times, cfg.rounds),
+        rounds=round_records(result, evaluation.times, cfg.rounds, sampler.partitions),
         total_wall_time_s=evaluation.elapsed(),
     )
 
 
-def check_federation(grid: Grid, cfg: RunConfig) -> None:
-    """Refuse more SuperNodes than partitions (each SuperNode holds one).
-
-    Nodes may still be registering (FedAvg waits for ``num-clients`` of them), so
-    fewer is not an error here.
-    """
-    nodes = len(list(grid.get_node_ids()))
-    if nodes > cfg.num_clients:
-        raise ValueError(
-            f"The federation has {nodes} SuperNodes but `num-clients` is "
-            f"{cfg.num_clients}: each SuperNode holds one partition. Set the "
-            "simulation's num-supernodes equal to num-clients."
-        )
-
-
-def make_strategy(cfg: RunConfig) -> CompressedStrategy:
-    """FedAvg over ``clients_per_round`` of ``num_clients``, wrapped in fedrot."""
+def make_strategy(cfg: RunConfig, sampler: FedAvg) -> CompressedStrategy:
+    """The client sampler (a FedAvg) wrapped in fedrot with the run's codec."""
     return CompressedStrategy(
-        FedAvg(
-            fraction_train=cfg.clients_per_round / cfg.num_clients,
-            fraction_evaluate=0.0,
-            min_train_nodes=cfg.clients_per_round,
-            min_available_nodes=cfg.num_clients,
-        ),
+        sampler,
         codec=cfg.codec,
         seed=cfg.seed,
         error_feedback=cfg.error_feedback,
@@ -114,7 +96,7 @@ def train_config(cfg: RunConfig) -> ConfigRecord:
             "model": cfg.model,
             "num-clients": cfg.num_clients,
             "alpha": cfg.alpha,
-            "partition-seed": cfg.seed,
+            "seed": cfg.seed,
             "local-epochs": cfg.local_epochs,
             "batch-size": cfg.batch_size,
             "lr": cfg.lr,
@@ -156,7 +138,10 @@ class CentralEvaluation:
 
 
 def round_records(
-    result: Result, times: dict[int, float], rounds: int
+    result: Result,
+    times: dict[int, float],
+    rounds: int,
+    partitions: dict[int, list[int]],
 ) -> tuple[RoundRecord, ...]:
     """One :class:`RoundRecord` per round 0..rounds from Flower's ``Result``."""
     out = []
@@ -182,6 +167,7 @@ def round_records(
                     if k.startswith(_FAILED_PREFIX) and int(v) > 0
                 },
                 trained=trained and r > 0,
+                clients=list(partitions.get(r, [])),
                 wall_time_s=times.get(r, math.nan),
             )
         )
