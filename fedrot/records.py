@@ -23,13 +23,22 @@ The protocol, per train round:
 
 from __future__ import annotations
 
+import copy
 import fnmatch
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from flwr.app import Array, ArrayRecord
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Error,
+    Message,
+    Metadata,
+    RecordDict,
+)
 
 from . import wire
 from .constants import PAYLOAD_ARRAY_KEY, STYPE_PREFIX
@@ -41,6 +50,8 @@ __all__ = [
     "Layout",
     "ModelSpec",
     "assemble",
+    "config_int",
+    "config_str",
     "flatten",
     "float_arrays",
     "hex_to_mask",
@@ -48,9 +59,12 @@ __all__ = [
     "mask_to_hex",
     "payload_array",
     "payload_stype",
+    "rebuild_message",
     "select_compressed",
     "split_payloads",
     "split_reply",
+    "with_content",
+    "with_error",
 ]
 
 FLOAT_DTYPES = frozenset({"float16", "float32", "float64"})
@@ -369,6 +383,43 @@ def assemble(
 ) -> ArrayRecord:
     """A record in ``layout``'s key order from compressed and exact arrays."""
     return ArrayRecord({k: floats[k] if k in floats else raw[k] for k in layout.keys})
+
+
+# ------------------------------------------------------------------- messages
+def with_content(msg: Message, content: RecordDict) -> Message:
+    """A new Message with a copy of ``msg``'s metadata and ``content``."""
+    return rebuild_message(copy.copy(msg.metadata), content=content)
+
+
+def with_error(msg: Message, error: Error) -> Message:
+    """A new Message with a copy of ``msg``'s metadata and ``error``."""
+    return rebuild_message(copy.copy(msg.metadata), error=error)
+
+
+def rebuild_message(metadata: Metadata, **body: RecordDict | Error) -> Message:
+    """``Message(metadata=..., content=... | error=...)``, typed.
+
+    Flower's typed overloads omit the metadata form its own runtime uses to
+    rebuild stored messages; the constructor accepts it.
+    """
+    out: Message = Message(metadata=metadata, **body)  # type: ignore[call-overload]
+    return out
+
+
+def config_int(config: ConfigRecord, key: str) -> int:
+    """``config[key]`` as an int, or a ValueError naming the key and value."""
+    value = config[key]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{key!r} must be an int. Found {value!r}.")
+    return value
+
+
+def config_str(config: ConfigRecord, key: str) -> str:
+    """``config[key]`` as a str, or a ValueError naming the key and value."""
+    value = config[key]
+    if not isinstance(value, str):
+        raise ValueError(f"{key!r} must be a str. Found {value!r}.")
+    return value
 
 
 # -------------------------------------------------------------- payload Array

@@ -64,7 +64,7 @@ from ..constants import (
     UPDATE_DELTA,
     UPDATE_WEIGHTS,
 )
-from ..records import Layout, flatten, hex_to_mask, payload_array
+from ..records import Layout, config_int, flatten, hex_to_mask, payload_array
 from ._codecs import CodecCache
 from .downlink import DownlinkError, DownlinkReceiver
 
@@ -185,10 +185,11 @@ class CompressionMod:
                 "the server flags no array of the global model for compression "
                 f"(arrays: {list(layout.keys)[:6]}); use the bare strategy instead."
             )
-        run_seed, server_round = (
-            int(config[KEY_RUN_SEED]),
-            int(config[KEY_SERVER_ROUND]),
-        )
+        try:
+            run_seed = config_int(config, KEY_RUN_SEED)
+            server_round = config_int(config, KEY_SERVER_ROUND)
+        except ValueError as exc:
+            raise _Misconfigured(f"{exc} Use the same fedrot version.") from exc
         reference = flatten(global_record, layout) if update == UPDATE_DELTA else None
         return _Round(
             codec=codec,

@@ -31,7 +31,14 @@ from ..constants import (
     STATE_DOWNLINK_MODEL,
     STATE_DOWNLINK_TAG,
 )
-from ..records import Layout, float_arrays, split_payloads
+from ..records import (
+    Layout,
+    config_int,
+    config_str,
+    float_arrays,
+    split_payloads,
+    with_content,
+)
 from ._codecs import CodecCache
 
 __all__ = ["DownlinkError", "DownlinkReceiver"]
@@ -68,21 +75,25 @@ class DownlinkReceiver:
                 "on the server and the clients."
             )
         try:
-            layout = Layout.from_json(str(config["layout"]))
+            layout = Layout.from_json(config_str(config, "layout"))
+            codec_name = config_str(config, "codec")
+            codec_params = config_str(config, "codec-params")
+            version = config_int(config, "version")
+            expected = config_int(config, "checksum")
         except ValueError as exc:
             raise DownlinkError(f"{exc}; use the same fedrot version.") from exc
-        codec = self._codec(str(config["codec"]), str(config["codec-params"]))
+        codec = self._codec(codec_name, codec_params)
         key, record = _array_record(msg)
         payloads, exact = split_payloads(record, DOWNLINK_ARRAY_PREFIX)
         model = self._rebuild(config, codec, payloads, ctxt, layout)
-        if checksum(model) != int(config["checksum"]):
+        if checksum(model) != expected:
             _forget(ctxt)
             raise DownlinkError(
-                f"the rebuilt model of version {config['version']} differs from the "
-                "server's (CRC-32 mismatch); the server sends the full model next time."
+                f"the rebuilt model of version {version} differs from the server's "
+                "(CRC-32 mismatch); the server sends the full model next time."
             )
         if config["mode"] == "delta":
-            _store(ctxt, model, int(config["version"]), _tag(config, layout))
+            _store(ctxt, model, version, _tag(config, layout))
         missing_exact = [k for k in layout.exact_keys if k not in exact]
         if missing_exact:
             raise DownlinkError(f"the broadcast lacks the exact arrays {missing_exact}")
@@ -92,7 +103,7 @@ class DownlinkReceiver:
             {k: v for k, v in msg.content.items() if k != DOWNLINK_RECORD}
         )
         content[key] = arrays
-        return Message(metadata=msg.metadata, content=content)
+        return with_content(msg, content)
 
     def _rebuild(
         self,
@@ -102,8 +113,8 @@ class DownlinkReceiver:
         ctxt: Context,
         layout: Layout,
     ) -> np.ndarray:
-        mode, run_seed = config["mode"], int(config["run-seed"])
-        version, base = int(config["version"]), int(config["base"])
+        mode, run_seed = config["mode"], config_int(config, "run-seed")
+        version, base = config_int(config, "version"), config_int(config, "base")
         if mode not in MODES:
             raise DownlinkError(f"unknown broadcast mode {mode!r}")
         try:
@@ -156,7 +167,8 @@ def _payload(payloads: dict[str, Array], name: str) -> bytes:
 
 def _tag(config: ConfigRecord, layout: Layout) -> str:
     """What a held model belongs to: run, codec and layout."""
-    return f"{config['run-seed']}|{config['codec']}|{config['codec-params']}|{layout.d}"
+    parts = (config["run-seed"], config["codec"], config["codec-params"], layout.d)
+    return "|".join(repr(p) for p in parts)
 
 
 def _held(ctxt: Context, base: int, tag: str, d: int) -> np.ndarray:
@@ -167,11 +179,11 @@ def _held(ctxt: Context, base: int, tag: str, d: int) -> np.ndarray:
             f"the server sent corrections from version {base}, but this node holds no "
             "model (new or restarted node); it gets the full model next time."
         )
-    if meta.get("tag") != tag or int(meta.get("version", -2)) != base:
+    if meta.get("tag") != tag or meta.get("version") != base:
         raise DownlinkError(
             f"the server sent corrections from version {base}, but this node holds "
-            f"version {meta.get('version')} of {meta.get('tag')!r}; it gets the full "
-            "model next time."
+            f"version {meta.get('version')!r} of {meta.get('tag')!r}; it gets the "
+            "full model next time."
         )
     model = record["model"].numpy()
     if model.shape != (d,):

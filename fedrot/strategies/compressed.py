@@ -31,7 +31,6 @@ Per round:
 
 from __future__ import annotations
 
-import copy
 import json
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -100,6 +99,8 @@ from ..records import (
     payload_stype,
     select_compressed,
     split_reply,
+    with_content,
+    with_error,
 )
 from .downlink import DownlinkSender
 from .traffic import Traffic, instruction_bytes, reply_bytes
@@ -516,9 +517,7 @@ class CompressedStrategy(Strategy):
             msg = replies[entry.index]
             content = RecordDict(dict(msg.content.items()))
             content[entry.key] = assemble(self._layout, floats, entry.exact)
-            out[entry.index] = Message(
-                metadata=copy.copy(msg.metadata), content=content
-            )
+            out[entry.index] = with_content(msg, content)
         return out, failures
 
     def _check_reply(
@@ -528,7 +527,7 @@ class CompressedStrategy(Strategy):
         or (record key, payload, exact arrays) of a reply whose header fits."""
         assert self._layout is not None and self._spec is not None
         if msg.has_error():
-            return _Failure(_error_reason(msg), msg.error.reason)
+            return _Failure(_error_reason(msg), msg.error.reason or "")
         layout = self._layout
         records = list(msg.content.array_records.items())
         if len(records) != 1:
@@ -639,10 +638,7 @@ class CompressedStrategy(Strategy):
         node = msg.metadata.src_node_id
         reason = f"fedrot rejected the train reply of node {node}: {problem}"
         log(ERROR, "%s", reason)
-        return Message(
-            metadata=copy.copy(msg.metadata),
-            error=Error(code=ErrorCode.UNKNOWN, reason=reason),
-        )
+        return with_error(msg, Error(code=ErrorCode.UNKNOWN, reason=reason))
 
     # ------------------------------------------------------------- byte counting
     def _instructions_bytes(self, messages: list[Message]) -> Traffic:

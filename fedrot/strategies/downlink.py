@@ -62,7 +62,7 @@ class DownlinkSender:
         """
         version = self.broadcaster.update(flatten(arrays, layout))
         exact = {k: arrays[k] for k in layout.exact_keys}
-        settings = {
+        settings: dict[str, int | str] = {
             "codec": self.spec.codec.name,
             "codec-params": json.dumps(self.spec.codec.params(), sort_keys=True),
             "mode": self.spec.mode,

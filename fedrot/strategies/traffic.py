@@ -55,6 +55,8 @@ from flwr.supercore.inflatable.inflatable_object import (
     get_object_tree,
 )
 
+from ..records import rebuild_message
+
 __all__ = ["Traffic", "instruction_bytes", "reply_bytes"]
 
 #: Length of the SuperLink's push session id (``str(uuid4())``).
@@ -107,8 +109,8 @@ def _without_content(msg: Message) -> Message:
     meta = copy.copy(msg.metadata)
     meta.__dict__["_message_id"] = "0" * 64
     if msg.has_error():
-        return Message(metadata=meta, error=msg.error)
-    return Message(metadata=meta, content=RecordDict())
+        return rebuild_message(meta, error=msg.error)
+    return rebuild_message(meta, content=RecordDict())
 
 
 def reply_bytes(msg: Message) -> Traffic:
