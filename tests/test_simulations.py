@@ -5,10 +5,12 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import math
 import subprocess
 import sys
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -32,12 +34,18 @@ from fedrot_sim.records import (  # noqa: E402
     run_record,
     write_run_record,
 )
+from fedrot_sim.report import summarize, write_reports  # noqa: E402
 from fedrot_sim.sampling import (  # noqa: E402
     PartitionSampledFedAvg,
     local_seed,
     sample_partitions,
 )
 from fedrot_sim.server_app import run  # noqa: E402
+from fedrot_sim.stats import (  # noqa: E402
+    mean_interval,
+    paired_interval,
+    t_quantile,
+)
 from fedrot_sim.sweep import main as sweep_main  # noqa: E402
 from flower_factories import FakeGrid, make_context, set_task_identity  # noqa: E402
 from flwr.app import Message  # noqa: E402
@@ -270,6 +278,70 @@ def test_two_fp32_runs_of_one_seed_are_identical_whatever_the_node_ids() -> None
     # ... and the codec acts from the first upload on
     assert fp16.rounds[1].loss != first.rounds[1].loss
     assert fp16.rounds[1].uplink_payload_bytes < first.rounds[1].uplink_payload_bytes
+
+
+def test_t_quantiles_and_paired_intervals_match_scipy() -> None:
+    stats = pytest.importorskip("scipy.stats")
+    for df in (1, 2, 3, 4, 9, 29, 200):
+        assert t_quantile(0.975, df) == pytest.approx(stats.t.ppf(0.975, df), abs=1e-9)
+    values, reference = [0.81, 0.84, 0.78, 0.80], [0.80, 0.80, 0.79, 0.77]
+    ci = stats.ttest_rel(values, reference).confidence_interval(0.95)
+    paired = paired_interval(values, reference)
+    assert (paired.low, paired.high) == pytest.approx((ci.low, ci.high), abs=1e-12)
+    assert paired.n == 4 and not paired.excludes_zero()
+    assert paired_interval([0.9, 0.91, 0.92], [0.8, 0.8, 0.81]).excludes_zero()
+    one = mean_interval([0.5])
+    assert one.mean == 0.5 and math.isnan(one.half_width) and not one.excludes_zero()
+    with pytest.raises(ValueError, match="pair up"):
+        paired_interval([1.0, 2.0], [1.0])
+
+
+def _seeded_doc(cfg: RunConfig, final: float) -> dict[str, Any]:
+    """A run record whose last rounds all have accuracy ``final``."""
+    result = _result({}, cfg.rounds)
+    rounds = tuple(
+        dataclasses.replace(r, accuracy=final if r.round > 0 else 0.1)
+        for r in result.rounds
+    )
+    return run_record(cfg, dataclasses.replace(result, rounds=rounds), env={})
+
+
+def test_summary_reports_seed_means_and_paired_intervals(tmp_path: Path) -> None:
+    base = RunConfig(task="digits", rounds=3, num_clients=4, clients_per_round=2)
+    fp32 = {0: 0.80, 1: 0.70, 2: 0.75}
+    eden = {0: 0.79, 1: 0.688, 2: 0.739}  # unpaired spread is large, pairs tight
+    docs = [
+        _seeded_doc(dataclasses.replace(base, seed=s), acc) for s, acc in fp32.items()
+    ] + [
+        _seeded_doc(
+            dataclasses.replace(base, seed=s, codec="eden", codec_params={"bits": 1}),
+            acc,
+        )
+        for s, acc in eden.items()
+    ]
+    summary = {s["label"]: s for s in summarize(docs)}
+    delta = summary["eden bits=1"]["delta"]
+    expected = paired_interval(list(eden.values()), list(fp32.values()))
+    assert (delta.mean, delta.half_width) == pytest.approx(
+        (expected.mean, expected.half_width), abs=1e-12
+    )
+    assert delta.excludes_zero() and delta.n == 3
+    acc, unpaired = (
+        summary["eden bits=1"]["accuracy"],
+        mean_interval(list(eden.values())),
+    )
+    assert (acc.mean, acc.half_width) == pytest.approx(
+        (unpaired.mean, unpaired.half_width), abs=1e-12
+    )
+    assert acc.low < 0.7 < acc.high  # without pairing the difference would vanish
+    assert summary["fp32"]["delta"].mean == 0.0
+    paths = write_reports(docs, tmp_path)
+    text = (tmp_path / "summary.md").read_text()
+    line = next(x for x in text.splitlines() if "| eden bits=1 |" in x)
+    assert f"{100 * expected.mean:+.2f} [{100 * expected.low:+.2f}, " in line
+    assert "| 3 |" in line and "95%" in text
+    png = tmp_path / "paired_difference.png"
+    assert png in paths and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_task_filter_selects_one_task_of_a_preset() -> None:

@@ -1,4 +1,4 @@
-"""Turn finished run JSONs into ``results.csv``, ``summary.md`` and two PNG plots."""
+"""Finished run records -> ``results.csv``, ``summary.md`` and three PNG plots."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 
 from .config import format_codec_params
 from .models import DEFAULT_MODELS
+from .stats import Interval, mean_interval, paired_interval
 
 CSV_COLUMNS = [
     "task",
@@ -72,17 +73,37 @@ def _rows(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def final_accuracy(doc: dict[str, Any]) -> float:
+    """Mean test accuracy of a run's last :data:`LAST_ROUNDS` training rounds.
+
+    Round 0 (the initial model) never counts, also in runs shorter than that.
+    """
+    last = doc["rounds"][1:][-LAST_ROUNDS:]
+    return sum(r["accuracy"] for r in last) / len(last)
+
+
 def summarize(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per (task, label): final accuracy (mean of the last 5 rounds), bytes, ratios."""
+    """Per (panel, label): final accuracy over seeds, the paired difference to fp32.
+
+    ``accuracy`` is the mean final accuracy over seeds with its 95% t interval;
+    ``delta`` the mean over seeds of (this setting - fp32 of the same seed), with
+    its 95% t interval (seeds without an fp32 run are left out of it); bytes and
+    wall time are means over seeds.
+    """
     groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for doc in docs:
         groups[(panel(doc["config"]), doc["label"])].append(doc)
+    finals = {
+        key: {d["config"]["seed"]: final_accuracy(d) for d in runs}
+        for key, runs in groups.items()
+    }
     out = []
     for (task, label), runs in groups.items():
-        finals = [
-            sum(r["accuracy"] for r in d["rounds"][-LAST_ROUNDS:])
-            / min(LAST_ROUNDS, len(d["rounds"]))
-            for d in runs
+        mine, ref = finals[(task, label)], finals.get((task, "fp32"), {})
+        seeds = sorted(set(mine) & set(ref))
+        ref_uplink = [
+            sum(r["uplink_bytes"] for r in d["rounds"])
+            for d in groups.get((task, "fp32"), [])
         ]
         uplink = [sum(r["uplink_bytes"] for r in d["rounds"]) for d in runs]
         payload = [sum(r["uplink_payload_bytes"] for r in d["rounds"]) for d in runs]
@@ -92,51 +113,107 @@ def summarize(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "label": label,
                 "seeds": len(runs),
                 "rounds": len(runs[0]["rounds"]) - 1,
-                "final_accuracy": sum(finals) / len(finals),
-                "accuracy_spread": (max(finals) - min(finals)) / 2
-                if len(finals) > 1
-                else 0.0,
-                "uplink_mb": sum(uplink) / len(uplink) / 1e6,
-                "payload_mb": sum(payload) / len(payload) / 1e6,
-                "wall_time_s": sum(d.get("total_wall_time_s", math.nan) for d in runs)
-                / len(runs),
+                "accuracy": mean_interval(list(mine.values())),
+                "delta": paired_interval(
+                    [mine[s] for s in seeds], [ref[s] for s in seeds]
+                )
+                if seeds
+                else None,
+                "uplink_mb": _mean(uplink) / 1e6,
+                "payload_mb": _mean(payload) / 1e6,
+                "ratio": _mean(ref_uplink) / _mean(uplink)
+                if ref_uplink and _mean(uplink)
+                else math.nan,
+                "wall_time_s": _mean(
+                    [d.get("total_wall_time_s", math.nan) for d in runs]
+                ),
                 "num_params": runs[0]["num_params"],
                 "failed_replies": sum(
                     r["failed_replies"] for d in runs for r in d["rounds"]
                 ),
             }
         )
-    for task in {s["task"] for s in out}:
-        ref = [s for s in out if s["task"] == task and s["label"] == "fp32"]
-        for s in out:
-            if s["task"] == task:
-                s["ratio"] = (
-                    ref[0]["uplink_mb"] / s["uplink_mb"]
-                    if ref and s["uplink_mb"]
-                    else math.nan
-                )
-                s["delta_pp"] = (
-                    100 * (s["final_accuracy"] - ref[0]["final_accuracy"])
-                    if ref
-                    else math.nan
-                )
     return sorted(out, key=lambda s: (s["task"], -s["uplink_mb"]))
+
+
+def _mean(values: list[float] | list[int]) -> float:
+    return sum(values) / len(values) if values else math.nan
+
+
+def _pp(x: float) -> str:
+    return f"{100 * x:+.2f}"
+
+
+def _accuracy_cell(acc: Interval) -> str:
+    if acc.n < 2:
+        return f"{100 * acc.mean:.2f}%"
+    return f"{100 * acc.mean:.2f}% ± {100 * acc.half_width:.2f}"
+
+
+def _delta_cell(delta: Interval | None) -> str:
+    if delta is None:
+        return "n/a"
+    if delta.n < 2:
+        return _pp(delta.mean)
+    return f"{_pp(delta.mean)} [{_pp(delta.low)}, {_pp(delta.high)}]"
 
 
 def _markdown(summary: list[dict[str, Any]]) -> str:
     lines = [
-        "| task | codec | final accuracy (last 5 rounds) | vs fp32 (pp) | uplink MB "
-        "| payload MB | compression vs fp32 | wall time s | failed replies |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| task | codec | seeds | final accuracy (last 5 rounds) | vs fp32, paired "
+        "(pp) | uplink MB | payload MB | compression vs fp32 | wall time s "
+        "| failed replies |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in summary:
-        spread = f" ± {100 * s['accuracy_spread']:.2f}" if s["seeds"] > 1 else ""
         lines.append(
-            f"| {s['task']} | {s['label']} | {100 * s['final_accuracy']:.2f}%{spread} "
-            f"| {s['delta_pp']:+.2f} | {s['uplink_mb']:.2f} | {s['payload_mb']:.2f} "
-            f"| {s['ratio']:.1f}x | {s['wall_time_s']:.0f} | {s['failed_replies']} |"
+            f"| {s['task']} | {s['label']} | {s['seeds']} "
+            f"| {_accuracy_cell(s['accuracy'])} | {_delta_cell(s['delta'])} "
+            f"| {s['uplink_mb']:.2f} | {s['payload_mb']:.2f} | {s['ratio']:.1f}x "
+            f"| {s['wall_time_s']:.0f} | {s['failed_replies']} |"
         )
+    lines += [
+        "",
+        "Final accuracy: mean over seeds of the mean test accuracy of the last "
+        f"{LAST_ROUNDS} rounds, ± the half-width of its 95% Student-t interval. "
+        "vs fp32: mean over seeds of (setting - fp32 of the same seed; the runs of "
+        "a seed share clients, batches and initial model) with its 95% t interval "
+        "[low, high]; an interval that excludes 0 is a significant difference. "
+        "With one seed there is no interval.",
+    ]
     return "\n".join(lines) + "\n"
+
+
+def _paired_plot(summary: list[dict[str, Any]], out: Path) -> Path:
+    """``paired_difference.png``: each setting's paired difference to fp32."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = sorted({s["task"] for s in summary})
+    rows = max(len([s for s in summary if s["task"] == t]) for t in tasks)
+    fig, axes = plt.subplots(
+        1, len(tasks), figsize=(7 * len(tasks), 1.2 + 0.45 * rows), squeeze=False
+    )
+    for ax, task in zip(axes[0], tasks, strict=True):
+        entries = [s for s in summary if s["task"] == task and s["delta"] is not None]
+        ys = list(range(len(entries)))
+        means = [100 * s["delta"].mean for s in entries]
+        errs = [
+            100 * s["delta"].half_width if s["delta"].n > 1 else 0.0 for s in entries
+        ]
+        ax.errorbar(means, ys, xerr=errs, fmt="o", capsize=4)
+        ax.axvline(0.0, color="grey", linewidth=1)
+        ax.set_yticks(ys, [f"{s['label']} ({s['ratio']:.0f}x)" for s in entries])
+        ax.set_xlabel("final accuracy - fp32, same seed (pp; 95% t interval)")
+        ax.set_title(task)
+        ax.grid(True, axis="x", alpha=0.3)
+    fig.tight_layout()
+    path = out / "paired_difference.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
 
 def _plots(rows: list[dict[str, Any]], out: Path) -> list[Path]:
@@ -203,6 +280,7 @@ def write_reports(docs: list[dict[str, Any]], out: Path) -> list[Path]:
         writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
+    summary = summarize(docs)
     summary_path = out / "summary.md"
-    summary_path.write_text(_markdown(summarize(docs)), encoding="utf-8")
-    return [csv_path, summary_path, *_plots(rows, out)]
+    summary_path.write_text(_markdown(summary), encoding="utf-8")
+    return [csv_path, summary_path, *_plots(rows, out), _paired_plot(summary, out)]
