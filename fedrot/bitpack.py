@@ -16,12 +16,31 @@ import torch
 
 from . import _kernels
 
-__all__ = ["packed_size", "pack", "unpack", "trit_size", "pack_trits", "unpack_trits"]
+__all__ = [
+    "packed_size",
+    "index_width",
+    "pack",
+    "unpack",
+    "trit_size",
+    "pack_trits",
+    "unpack_trits",
+]
 
 
 def packed_size(n: int, width: int) -> int:
     """Bytes taken by ``n`` codes of ``width`` bits."""
     return (n * width + 7) // 8
+
+
+def index_width(n: int) -> int:
+    """Bits per packed index in ``0..n-1``: ``max(1, ceil(log2 n))``.
+
+    Examples
+    --------
+    >>> index_width(1), index_width(2), index_width(1000), index_width(1024)
+    (1, 1, 10, 10)
+    """
+    return max(1, (n - 1).bit_length())
 
 
 def _check_width(width: int) -> None:

@@ -14,11 +14,9 @@ D = 1 << 16
 
 
 def _rotated(x: torch.Tensor, seed: int, client: int) -> torch.Tensor:
-    from fedrot.codecs import _rotated as rot
+    from fedrot.codecs._rotation import Rotation
 
-    return rot.forward(x.float(), chunk_log2=16, rotations=1, seed=seed, client=client)[
-        2
-    ].double()
+    return Rotation(1).forward(x.float(), seed=seed, client=client).y.double()
 
 
 def test_exact_paths() -> None:

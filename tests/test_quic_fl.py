@@ -12,7 +12,7 @@ import torch
 from conftest import make_block, make_gaussian, make_onehot, vnmse
 
 import fedrot
-import fedrot.codecs._rotated as rotated_module
+import fedrot.codecs._rotation as rotated_module
 from fedrot.chunking import plan_chunks
 from fedrot.rotation import piece_views, rotate, rotation_keys
 from fedrot.tables.quic_fl import quic_fl_table

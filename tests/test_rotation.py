@@ -97,3 +97,76 @@ def test_auto_ignores_zero_pieces_and_small_pieces() -> None:
     x[:65536] = make_gaussian(65536, 0).float()
     assert choose_rotations(x, plan_chunks(70000, 16)) == 1
     assert math.isnan(float(kurtosis_ratio(torch.zeros(64), plan_chunks(64, 16))[0][0]))
+
+
+def test_rotation_setting_validates_and_names_mode_and_layers() -> None:
+    from fedrot.codecs._rotation import Rotation
+
+    with pytest.raises(
+        ValueError, match="`rotations` must be one of \\[1, 2, 3, 'auto'\\]"
+    ):
+        Rotation(4)
+    with pytest.raises(ValueError, match="`rotations`"):
+        Rotation(True)
+    with pytest.raises(ValueError, match="`chunk_size` must be a power of two"):
+        Rotation(2, chunk_size=1000)
+    with pytest.raises(ValueError, match="\\[2, 3, 'auto'\\]"):
+        Rotation(1, modes=(2, 3, "auto"))
+    assert Rotation(2).layer_counts == (2,)
+    assert Rotation("auto").layer_counts == (1, 2)
+    assert Rotation("auto", auto=(2, 3)).layer_counts == (2, 3)
+    assert Rotation(3, chunk_size=1 << 10).params() == {
+        "rotations": 3,
+        "chunk_size": 1024,
+    }
+    assert Rotation(3, chunk_size=1 << 10).chunk_log2 == 10
+
+
+def test_rotation_checks_headers() -> None:
+    from fedrot import PayloadError
+    from fedrot.codecs._rotation import Rotation
+
+    r = Rotation("auto", chunk_size=1 << 12)
+    r.check(12, 1)
+    r.check(12, 2)
+    with pytest.raises(PayloadError, match="3 RHT layer\\(s\\), impossible"):
+        r.check(12, 3)
+    with pytest.raises(PayloadError, match="chunk_size=1024 vs chunk_size=4096"):
+        r.check(10, 1)
+    with pytest.raises(PayloadError, match="0 RHT"):
+        r.check(12, 0)
+    r.check(12, 0, empty_ok=True)
+
+
+@pytest.mark.parametrize("mode", [1, 2, 3, "auto"])
+@pytest.mark.parametrize("d", [1, 4096, 5000])
+def test_rotation_forward_and_inverse_copy_and_in_place_agree(
+    mode: int | str, d: int
+) -> None:
+    from fedrot.codecs._rotation import Rotation
+
+    r = Rotation(mode, chunk_size=1 << 12)
+    x = make_gaussian(d, 3).float()
+    before = x.clone()
+    out = r.forward(x, seed=5, client=6)
+    assert torch.equal(x, before)  # the copy leaves its input alone
+    assert out.layers in r.layer_counts and out.y.numel() == out.plan.padded
+    in_place = r.forward_(x.clone(), seed=5, client=6)
+    assert torch.equal(in_place.y, out.y) and in_place.layers == out.layers
+    back = r.inverse(out, seed=5, client=6)
+    assert torch.equal(out.y, in_place.y)  # inverse copies too
+    assert torch.equal(r.inverse_(in_place, seed=5, client=6), back)
+    assert float((back - before).abs().max()) < 1e-5 * max(1.0, float(before.norm()))
+    if d > 1:  # per-client rotations differ
+        assert not torch.equal(r.forward(x, seed=5, client=7).y, out.y)
+
+
+def test_shared_rotation_ignores_the_client() -> None:
+    from fedrot.codecs._rotation import Rotation
+
+    r = Rotation(2, shared=True)
+    x = make_gaussian(3000, 1).float()
+    a = r.forward(x, seed=9, client=1)
+    assert torch.equal(a.y, r.forward(x, seed=9, client=2).y)
+    assert r.keys(9, 1, 2) == rotation_keys(9, None, 2)
+    assert Rotation(2).keys(9, 1, 2) == rotation_keys(9, 1, 2)

@@ -236,3 +236,56 @@ def test_exact_size_says_whether_payload_bytes_is_exact(
         assert len(sizes) > 1  # genuinely data- or seed-dependent
         gaussian = [len(codec.encode(g, seed=s, client=9)) for s in range(4)]
         assert abs(sum(gaussian) / 4 / info.payload_bytes - 1) < 0.01  # expected size
+
+
+@pytest.mark.parametrize(
+    "name,sent,used,message",
+    [
+        ("eden", {"bits": 2}, {"bits": 1}, "bits=2 vs bits=1"),
+        ("eden", {"rotations": "auto"}, {}, "rotations='auto' vs rotations=2"),
+        ("drive", {"scale": "biased"}, {}, "scale='biased' vs scale='unbiased'"),
+        ("quic-fl", {"outlier_fraction": 1 / 128}, {}, "outlier_fraction=0.0078125 vs"),
+        ("vq", {"block": 4, "bits": 2}, {}, "block=4 vs block=2, codebook=CRC 0x"),
+        ("terngrad", {"clip": 2.5}, {}, "clip=2.5 vs clip=None"),
+        ("topk", {"fraction": 0.5}, {}, "fraction=0.5 vs fraction=0.03125"),
+        ("qsgd", {"levels": 3}, {"levels": 4}, "levels=3 vs levels=4"),
+        ("eden", {"chunk_size": 1024}, {}, "chunk_size=1024 vs chunk_size=65536"),
+    ],
+)
+def test_parameter_mismatches_are_readable(
+    name: str, sent: dict, used: dict, message: str
+) -> None:
+    blob = fedrot.get_codec(name, **sent).encode(torch.randn(3000), seed=1, client=1)
+    codec = fedrot.get_codec(name, **used)
+    with pytest.raises(fedrot.PayloadError) as err:
+        codec.check(blob)
+    assert message in str(err.value)
+    assert "Configure the same" in str(err.value)
+
+
+def test_parameter_layout_reads_back_what_it_packs() -> None:
+    from fedrot.codecs._params import Field, ParamLayout
+    from fedrot.codecs._rotation import MODE_FIELD
+
+    layout = ParamLayout((Field("bits", "d"), MODE_FIELD, Field("levels", "H")))
+    block = layout.pack({"bits": 2.5, "rotations": "auto", "levels": 7})
+    assert block == struct.pack("<dBH", 2.5, 0, 7)
+    assert layout.read(block) == {"bits": "2.5", "rotations": "'auto'", "levels": "7"}
+    assert layout.read(block[:-1]) is None
+    bad = struct.pack("<dBH", 2.5, 9, 7)  # no codec writes rotation code 9
+    assert layout.read(bad)["rotations"] == "<invalid 9>"
+    assert layout.mismatch(bad, block) == "rotations=<invalid 9> vs rotations='auto'"
+    assert "3 bytes" in layout.mismatch(b"abc", block)
+
+
+def test_every_codec_block_round_trips_its_params() -> None:
+    for name in fedrot.available_codecs():
+        codec = fedrot.get_codec(name)
+        shown = codec.layout.read(codec._param_block)
+        assert shown is not None and set(shown) == {f.name for f in codec.layout.fields}
+        for key, value in codec.params().items():
+            if key in shown:
+                assert shown[key] in (
+                    repr(value),
+                    f"{value:g}" if isinstance(value, float) else "",
+                )

@@ -23,8 +23,11 @@ overflowed or rounded into the subnormal range.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
+
+from ._io import ScalesAndCodes, read_tensor
 
 __all__ = [
     "SAFE_LOG2",
@@ -32,7 +35,10 @@ __all__ = [
     "decode_exponent",
     "mul_pow2_",
     "unscale",
+    "scale_bytes",
+    "rescaled",
     "restore",
+    "scaled_values",
 ]
 
 #: Magnitudes in ``[2**-SAFE_LOG2, 2**SAFE_LOG2]`` need no rescaling: a piece of up
@@ -94,9 +100,35 @@ def unscale(scales: torch.Tensor, e: int, what: str) -> torch.Tensor:
     return out
 
 
+def scale_bytes(scales: torch.Tensor, e: int, what: str) -> bytes:
+    """Payload bytes of :func:`unscale` ``(scales, e)`` (little-endian float32)."""
+    return unscale(scales, e, what).cpu().numpy().astype("<f4", copy=False).tobytes()
+
+
+def rescaled(scales: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """A payload's scales ready for decoding: ``(scales * 2**e, e)`` with ``e`` from
+    :func:`decode_exponent` (the same tensor and 0 for ordinary payloads)."""
+    e = decode_exponent(scales)
+    return (mul_pow2_(scales.clone(), e) if e else scales), e
+
+
 def restore(out: torch.Tensor, e: int) -> torch.Tensor:
     """Undo a decode in the rescaled domain: ``out * 2**-e`` rounded once to
     float32 (``out`` itself when ``e == 0``)."""
     if e == 0:
         return out
     return (out.double() * 2.0**-e).to(torch.float32)
+
+
+def scaled_values(
+    parsed: ScalesAndCodes,
+    device: torch.device,
+    values: Callable[[torch.Tensor], torch.Tensor],
+    *,
+    per: int = 1,
+) -> torch.Tensor:
+    """``values(codes) * (scale / per)`` for a body of one float32 scale and packed
+    codes (uint8 tensor), rescaled as :func:`rescaled` and :func:`restore` do."""
+    scale, e = rescaled(parsed[0])
+    codes = read_tensor(parsed[1], torch.uint8, device)
+    return restore(values(codes) * (scale / per), e)

@@ -1,8 +1,10 @@
 """The codec interface every scheme implements, with the shared front end.
 
 A codec turns a 1-D float vector into payload bytes and back, given the round seed
-and the sender's client id. ``Codec`` handles input validation, the wire envelope,
-weighted aggregation and reporting; a scheme supplies ``_encode``/``_decode``.
+and the sender's client id. ``Codec`` handles input validation, rescaling of extreme
+inputs, the wire envelope and its checks, weighted aggregation and reporting; a
+scheme declares its parameter layout and rotation and supplies ``_encode``,
+``_parse``, ``_decode`` and ``_body_sizes``.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, ClassVar
 
 import numpy as np
@@ -18,10 +21,22 @@ import torch
 
 from .. import wire
 from ..errors import PayloadError
-from ..seeds import MASK64
 from . import _scaling
+from ._io import (
+    as_vector,
+    check_finite,
+    check_id,
+    check_length,
+    max_abs,
+    scales_and_codes,
+)
+from ._params import ParamLayout
+from ._rotation import Rotation
 
-__all__ = ["Codec", "CodecInfo", "as_vector", "tensor_bytes", "read_tensor", "read_f32"]
+__all__ = ["Codec", "CodecInfo", "Payloads"]
+
+#: Checked payloads: each header with the sections its codec's ``_parse`` returned.
+Payloads = list[tuple[wire.Header, Any]]
 
 
 @dataclass(frozen=True)
@@ -68,115 +83,13 @@ class CodecInfo:
     expected_vnmse: float | None
 
 
-def as_vector(x: Any, device: torch.device) -> tuple[torch.Tensor, float]:
-    """Validate an input update; returns a float32 copy on ``device`` and its
-    largest magnitude.
-
-    Raises
-    ------
-    TypeError
-        If ``x`` is neither a torch tensor nor a numpy array, or is not floating.
-    ValueError
-        If ``x`` is not 1-D, is empty, or holds NaN/Inf.
-    """
-    if isinstance(x, np.ndarray):
-        if not np.issubdtype(x.dtype, np.floating):
-            raise TypeError(
-                f"`x` must hold floats (float16/32/64). Found dtype {x.dtype}."
-            )
-        x = torch.from_numpy(np.ascontiguousarray(x))
-    elif not isinstance(x, torch.Tensor):
-        raise TypeError(
-            f"`x` must be a 1-D torch.Tensor or numpy array. Found {type(x).__name__}."
-        )
-    if not x.is_floating_point():
-        raise TypeError(f"`x` must be a floating-point tensor. Found dtype {x.dtype}.")
-    if x.dim() != 1:
-        raise ValueError(
-            f"`x` must be 1-D (flatten the update first). Found shape {tuple(x.shape)}."
-        )
-    if x.numel() == 0:
-        raise ValueError(
-            "`x` must have at least one coordinate. Found an empty vector."
-        )
-    v = x.detach().to(device=device, dtype=torch.float32, copy=True)
-    amax = _max_abs(v)
-    if not math.isfinite(amax):
-        bad = int((~torch.isfinite(v)).sum())
-        raise ValueError(
-            f"`x` holds {bad} NaN/Inf value(s) (or values beyond float32 range); "
-            "refusing to encode a non-finite update."
-        )
-    return v, amax
-
-
-def tensor_bytes(t: torch.Tensor) -> bytes:
-    """Little-endian bytes of a uint8 / float32 / float16 tensor (moved to the CPU)."""
-    arr = t.detach().cpu().numpy()
-    return arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
-
-
-def read_tensor(
-    view: memoryview, dtype: torch.dtype, device: torch.device
-) -> torch.Tensor:
-    """A tensor of ``dtype`` copied from payload bytes, on ``device``."""
-    if len(view) == 0:
-        return torch.empty(0, dtype=dtype, device=device)
-    return torch.frombuffer(bytearray(view), dtype=dtype).to(device)
-
-
-def read_f32(reader: wire.Reader, n: int, device: torch.device) -> torch.Tensor:
-    """The next ``n`` finite float32 values of a payload body, on ``device``."""
-    return torch.from_numpy(reader.f32(n).copy()).to(device)
-
-
-def _max_abs(t: torch.Tensor) -> float:
-    """``max |t|`` in one reduction pass without a copy (NaN or inf when any value
-    is not finite: min and max propagate NaN, and an infinity is the min or max)."""
-    if t.numel() == 0:
-        return 0.0
-    lo, hi = torch.aminmax(t)
-    lo_f, hi_f = float(lo), float(hi)
-    if math.isnan(lo_f) or math.isnan(hi_f):
-        return math.nan
-    return max(-lo_f, hi_f)
-
-
-def _all_finite(t: torch.Tensor) -> bool:
-    """Whether every value is finite, in one reduction pass without a mask tensor."""
-    return math.isfinite(_max_abs(t))
-
-
-def _check_finite(out: torch.Tensor) -> None:
-    if not _all_finite(out):
-        raise PayloadError(
-            "Payload decodes to non-finite values (its scales overflow float32): "
-            "corrupt or forged payload."
-        )
-
-
-def _check_length(d: Any) -> int:
-    if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 1:
-        raise ValueError(f"`d` must be an int >= 1. Found {d!r}.")
-    return int(d)
-
-
-def _check_id(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"`{name}` must be an int. Found {type(value).__name__}.")
-    value = int(value)
-    if not 0 <= value <= MASK64:
-        raise ValueError(f"`{name}` must be in 0..2**64-1. Found {value}.")
-    return value
-
-
 class Codec(ABC):
     """Base of all codecs (one level of inheritance; schemes subclass it directly).
 
-    Subclasses set ``name``, ``codec_id`` and the protocol facts below that differ
-    from the defaults (as class attributes, or in ``__init__`` where they depend on
-    the parameters), and implement ``params``, ``_param_block``, ``_encode``,
-    ``_parse``, ``_decode`` and ``_sizes``.
+    Subclasses set ``name``, ``codec_id``, ``layout`` and the protocol facts below
+    that differ from the defaults (as class attributes, or in ``__init__`` where they
+    depend on the parameters), set ``self.rotation`` if they rotate, and implement
+    ``params``, ``_encode``, ``_parse``, ``_decode`` and ``_body_sizes``.
     """
 
     name: ClassVar[str]
@@ -192,9 +105,13 @@ class Codec(ABC):
     unbiased: bool = True
     #: Whether every payload for length d has exactly ``info(d).payload_bytes``.
     exact_size: bool = True
+    #: Whether all clients of a round share one rotation (server inverts once).
     shared_rotation: ClassVar[bool] = False
-    #: False for codecs that never rotate: their payloads must declare 0 RHT layers.
-    rotates: ClassVar[bool] = True
+    #: The parameter block: fields named as in ``params()`` (plus table checksums).
+    layout: ClassVar[ParamLayout] = ParamLayout()
+    #: The rotation setting, or None for codecs that never rotate (their payloads
+    #: must declare 0 RHT layers and chunk size 0).
+    rotation: Rotation | None = None
 
     def __init__(self, *, device: str | torch.device = "cpu") -> None:
         try:
@@ -238,7 +155,7 @@ class Codec(ABC):
             ``fp16``): a scale, or the estimate the decoder would compute, exceeds
             the format's range. Nothing is ever sent that its decoder rejects.
         """
-        seed, client = _check_id("seed", seed), _check_id("client", client)
+        seed, client = check_id("seed", seed), check_id("client", client)
         v, amax = as_vector(x, self.device)
         exp = _scaling.exponent(amax) if self.prescales else 0
         blob = self._encode(_scaling.mul_pow2_(v, exp), seed, client, exp)
@@ -288,7 +205,7 @@ class Codec(ABC):
         fedrot.errors.PayloadError: The payload holds d = 1000 values but the model ...
         """
         if d is not None:
-            d = _check_length(d)
+            d = check_length(d)
         return self._checked(blob, d)[0]
 
     def decode(self, blob: bytes, *, seed: int, client: int) -> torch.Tensor:
@@ -306,10 +223,10 @@ class Codec(ABC):
             If the payload is truncated, corrupt, of another codec, parameters or
             version, or its length does not match its header.
         """
-        seed, client = _check_id("seed", seed), _check_id("client", client)
+        seed, client = check_id("seed", seed), check_id("client", client)
         header, parsed = self._checked(blob)
         out = self._decode(header, parsed, seed, client)
-        _check_finite(out)
+        check_finite(out)
         return out
 
     def aggregate(
@@ -326,7 +243,7 @@ class Codec(ABC):
         is decoded. Raises :class:`PayloadError` naming the bad payload.
         """
         w = self._check_aggregate_args(blobs, clients, weights)
-        payloads: list[tuple[wire.Header, Any]] = []
+        payloads: Payloads = []
         d: int | None = None
         for i, blob in enumerate(blobs):
             try:
@@ -335,13 +252,14 @@ class Codec(ABC):
                 raise PayloadError(f"Payload {i} (client {clients[i]}): {exc}") from exc
             d = payloads[0][0].d
         out = self._aggregate(payloads, seed, [int(c) for c in clients], w)
-        _check_finite(out)
+        check_finite(out)
         return out
 
     def info(self, d: int) -> CodecInfo:
         """Sizes and statistical facts for vectors of length ``d``."""
-        d = _check_length(d)
-        total, codes = self._sizes(d)
+        d = check_length(d)
+        body, codes = self._body_sizes(d)
+        total = self._envelope_bytes + body
         return CodecInfo(
             name=self.name,
             params=self.params(),
@@ -361,14 +279,16 @@ class Codec(ABC):
 
     # ------------------------------------------------------------ scheme hooks
     def params(self) -> dict[str, Any]:
-        """Keyword parameters that recreate this codec with ``get_codec``."""
-        return {}
+        """Keyword parameters that recreate this codec with ``get_codec``.
 
-    def _param_block(self) -> bytes:
-        return b""
+        By default the attributes named by the ``layout`` fields; codecs with
+        other parameters (a rotation, derived values) override it.
+        """
+        return {f.name: getattr(self, f.name) for f in self.layout.fields}
 
-    def _chunk_log2(self) -> int:
-        return 0
+    def _param_values(self) -> dict[str, Any]:
+        """Values of the ``layout`` fields: ``params()`` unless extended."""
+        return self.params()
 
     @abstractmethod
     def _encode(self, v: torch.Tensor, seed: int, client: int, exp: int) -> bytes:
@@ -376,12 +296,19 @@ class Codec(ABC):
         copy). ``v`` is the input times ``2**exp`` (0 unless ``prescales``): every
         scale written must be divided back with :func:`_scaling.unscale`."""
 
-    @abstractmethod
     def _parse(self, header: wire.Header, reader: wire.Reader) -> Any:
         """Check the body of a payload whose envelope and parameters were checked
         against this codec's layout for ``header.d``, and return its sections (views,
         counts, small arrays) for :meth:`_decode`. Must not allocate anything of
-        size ``header.d`` before the body length has been checked."""
+        size ``header.d`` before the body length has been checked.
+
+        The default layout is the common one: float32 scales, then packed codes, of
+        the sizes :meth:`_body_sizes` gives (so one formula defines both); returns
+        ``(scales, codes)``. Codecs with counts or other sections override it.
+        """
+        body, codes = self._body_sizes(header.d)
+        n = (body - codes) // 4
+        return scales_and_codes(reader, n, codes, "scales and codes", self.device)
 
     @abstractmethod
     def _decode(
@@ -390,18 +317,15 @@ class Codec(ABC):
         """Vector from the sections :meth:`_parse` returned."""
 
     @abstractmethod
-    def _sizes(self, d: int) -> tuple[int, int]:
-        """(payload bytes, bytes of packed codes/values) for length d."""
+    def _body_sizes(self, d: int) -> tuple[int, int]:
+        """(body bytes, bytes of packed codes/values in it) for length d: exact, or
+        expected when ``exact_size`` is False."""
 
     def _expected_vnmse(self) -> float | None:
         return None
 
     def _aggregate(
-        self,
-        payloads: list[tuple[wire.Header, Any]],
-        seed: int,
-        clients: list[int],
-        weights: torch.Tensor,
+        self, payloads: Payloads, seed: int, clients: list[int], weights: torch.Tensor
     ) -> torch.Tensor:
         """Weighted sum of the checked payloads' decodes (normalized weights)."""
         acc: torch.Tensor | None = None
@@ -433,7 +357,7 @@ class Codec(ABC):
         """Refuse (ValueError) a payload for a huge input whose decoded estimate
         would not fit in float32, instead of sending what the decoder rejects."""
         header, parsed = self._checked(blob)
-        if not _all_finite(self._decode(header, parsed, seed, client)):
+        if not math.isfinite(max_abs(self._decode(header, parsed, seed, client))):
             raise ValueError(
                 f"`x` is too large for {self!r}: its largest value is {amax:.3g} and "
                 "the decoded estimate (the value plus this codec's error) would "
@@ -441,36 +365,49 @@ class Codec(ABC):
                 "Scale the update down or use the 'fp32' codec."
             )
 
-    def _pack(self, *, d: int, rotations: int, body: list[bytes]) -> bytes:
+    @cached_property
+    def _param_block(self) -> bytes:
+        """This codec's parameter block (its ``layout`` applied to its values)."""
+        return self.layout.pack(self._param_values())
+
+    @cached_property
+    def _envelope_bytes(self) -> int:
+        """Bytes of every payload outside the body: envelope and parameters."""
+        return wire.FIXED_BYTES + len(self._param_block)
+
+    def _pack(self, *, d: int, layers: int, body: list[bytes]) -> bytes:
+        """The payload: envelope, this codec's parameters, ``body``, CRC."""
         return wire.build(
             codec_id=self.codec_id,
-            rotations=rotations,
-            chunk_log2=self._chunk_log2(),
+            rotations=layers,
+            chunk_log2=0 if self.rotation is None else self.rotation.chunk_log2,
             d=d,
-            params=self._param_block(),
+            params=self._param_block,
             body=body,
         )
 
     def _check_header(self, header: wire.Header) -> None:
-        if not self.rotates and header.rotations != 0:
-            raise PayloadError(
-                f"Payload declares {header.rotations} rotations; {self.name} uses none."
-            )
         if header.codec_id != self.codec_id:
             raise PayloadError(
                 f"Payload was made by codec id {header.codec_id}, but this is "
                 f"{self.name!r} (id {self.codec_id}). Decode with the sender's codec."
             )
-        if header.params != self._param_block():
+        if header.params != self._param_block:
             raise PayloadError(
-                f"Payload parameters {header.params.hex()} do not match this "
-                f"{self!r} ({self._param_block().hex()}). Configure the same "
-                "parameters on both sides."
+                "Payload parameters do not match this codec's: "
+                f"{self.layout.mismatch(header.params, self._param_block)} (payload "
+                f"vs {self!r}). Configure the same parameters on both sides."
             )
-        if header.chunk_log2 != self._chunk_log2():
+        self._check_layers(header)
+
+    def _check_layers(self, header: wire.Header) -> None:
+        """Chunk size and number of RHT layers against ``rotation``."""
+        if self.rotation is not None:
+            self.rotation.check(header.chunk_log2, header.rotations)
+        elif header.rotations != 0 or header.chunk_log2 != 0:
             raise PayloadError(
-                f"Payload chunk size 2**{header.chunk_log2} does not match this "
-                f"codec's 2**{self._chunk_log2()}."
+                f"Payload declares {header.rotations} rotations and chunk size "
+                f"2**{header.chunk_log2}; {self.name} uses neither."
             )
 
     @staticmethod
@@ -488,7 +425,7 @@ class Codec(ABC):
                 f"{len(clients)} ids."
             )
         for c in clients:
-            _check_id("clients[i]", c)
+            check_id("clients[i]", c)
         if weights is None:
             w = np.ones(n)
         else:

@@ -16,17 +16,19 @@ Server: ``x_hat = R^{-1}(S * q)[:d]``, inverted in reverse order.
 from __future__ import annotations
 
 import math
-import struct
 from typing import Any
 
 import torch
 
 from .. import bitpack, wire
-from ..chunking import DEFAULT_CHUNK_SIZE, ChunkPlan, plan_chunks
+from ..chunking import DEFAULT_CHUNK_SIZE
 from ..rotation import piece_views
-from . import _rotated as rot
-from ._scaling import decode_exponent, mul_pow2_, restore, unscale
-from .base import Codec, read_f32, read_tensor, tensor_bytes
+from . import _pieces
+from ._io import ScalesAndCodes, read_tensor, tensor_bytes
+from ._params import Field, ParamLayout
+from ._rotation import MODE_FIELD, Rotation
+from ._scaling import scale_bytes
+from .base import Codec
 
 __all__ = ["DriveCodec"]
 
@@ -39,6 +41,13 @@ class DriveCodec(Codec):
     name = "drive"
     codec_id = 2
     prescales = True
+    layout = ParamLayout(
+        (
+            Field("scale", "B", to_wire=_SCALES.index, from_wire=_SCALES.__getitem__),
+            MODE_FIELD,
+        )
+    )
+    rotation: Rotation
 
     def __init__(
         self,
@@ -56,90 +65,53 @@ class DriveCodec(Codec):
         self.scale = scale
         #: only the unbiased scale gives an unbiased estimate
         self.unbiased = scale == "unbiased"
+        self.rotation = Rotation(rotations, chunk_size)
         #: decoded value of a sign bit: 0 -> +1, 1 -> -1 (== 1 - 2 * bit)
         self._pm1 = torch.tensor([1.0, -1.0], device=self.device)
-        self.rotations = rot.check_rotations(rotations)
-        self.chunk_log2 = rot.check_chunk_size(chunk_size)
 
     def params(self) -> dict[str, Any]:
-        return {
-            "scale": self.scale,
-            "rotations": self.rotations,
-            "chunk_size": 1 << self.chunk_log2,
-        }
-
-    def _param_block(self) -> bytes:
-        return struct.pack("<B", _SCALES.index(self.scale)) + rot.rotation_params(
-            self.rotations
-        )
-
-    def _chunk_log2(self) -> int:
-        return self.chunk_log2
+        return {"scale": self.scale, **self.rotation.params()}
 
     def _expected_vnmse(self) -> float:
-        return math.pi / 2 - 1 if self.scale == "unbiased" else 1 - 2 / math.pi
+        return math.pi / 2 - 1 if self.unbiased else 1 - 2 / math.pi
 
     def _encode(self, v: torch.Tensor, seed: int, client: int, exp: int) -> bytes:
-        plan, k, y = rot.forward_(
-            v,
-            chunk_log2=self.chunk_log2,
-            rotations=self.rotations,
-            seed=seed,
-            client=client,
-        )
+        plan, layers, y = self.rotation.forward_(v, seed=seed, client=client)
         scales = []
         scratch = torch.empty_like(y)
         for view, tmp in zip(
             piece_views(y, plan), piece_views(scratch, plan), strict=True
         ):
             l1 = torch.abs(view, out=tmp).sum(dim=1)
-            if self.scale == "unbiased":
-                n2 = rot.row_norms2(view, tmp)
+            if self.unbiased:
+                n2 = _pieces.row_norms2(view, tmp)
                 s = torch.where(l1 > 0, n2 / l1, torch.zeros_like(l1))
             else:
                 s = l1 / view.shape[1]
             scales.append(s)
-        bits = bitpack.pack(y < 0, 1)
         body = [
-            tensor_bytes(unscale(torch.cat(scales), exp, "scale")),
-            tensor_bytes(bits),
+            scale_bytes(torch.cat(scales), exp, "scale"),
+            tensor_bytes(bitpack.pack(y < 0, 1)),
         ]
-        return self._pack(d=v.numel(), rotations=k, body=body)
-
-    def _parse(
-        self, header: wire.Header, reader: wire.Reader
-    ) -> tuple[ChunkPlan, torch.Tensor, memoryview]:
-        rot.check_k(header.rotations, self.rotations, (1, 2))
-        plan = plan_chunks(header.d, self.chunk_log2)
-        reader.expect_remaining(
-            4 * plan.num_pieces + bitpack.packed_size(plan.padded, 1),
-            "scales and signs",
-        )
-        return plan, read_f32(reader, plan.num_pieces, self.device), reader.rest()
+        return self._pack(d=v.numel(), layers=layers, body=body)
 
     def _decode(
-        self,
-        header: wire.Header,
-        parsed: tuple[ChunkPlan, torch.Tensor, memoryview],
-        seed: int,
-        client: int,
+        self, header: wire.Header, parsed: ScalesAndCodes, seed: int, client: int
     ) -> torch.Tensor:
-        plan, scales, raw_view = parsed
-        exp = decode_exponent(scales)
-        if exp:
-            scales = mul_pow2_(scales.clone(), exp)
-        raw = read_tensor(raw_view, torch.uint8, self.device)
-        q = torch.empty(plan.padded, dtype=torch.float32, device=self.device)
-        if rot.dequantize_pieces_(q, plan, raw, 1, self._pm1, scales):
-            out = rot.inverse_(q, plan, header.rotations, seed=seed, client=client)
-            return restore(out, exp)
-        q = 1.0 - 2.0 * bitpack.unpack(raw, plan.padded, 1).to(torch.float32)
-        rot.scale_pieces_(q, plan, scales)
-        out = rot.inverse(q, plan, header.rotations, seed=seed, client=client)
-        return restore(out, exp)
+        scales, raw = parsed
+        return _pieces.dequantize(
+            self.rotation,
+            self.rotation.plan(header.d),
+            header.rotations,
+            read_tensor(raw, torch.uint8, self.device),
+            width=1,
+            table=self._pm1,
+            scales=scales,
+            seed=seed,
+            client=client,
+        )
 
-    def _sizes(self, d: int) -> tuple[int, int]:
-        plan = plan_chunks(d, self.chunk_log2)
+    def _body_sizes(self, d: int) -> tuple[int, int]:
+        plan = self.rotation.plan(d)
         codes = bitpack.packed_size(plan.padded, 1)
-        fixed = wire.FIXED_BYTES + len(self._param_block())
-        return fixed + 4 * plan.num_pieces + codes, codes
+        return 4 * plan.num_pieces + codes, codes

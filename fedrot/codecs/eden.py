@@ -33,25 +33,31 @@ from typing import Any
 import torch
 
 from .. import _kernels, bitpack, wire
-from ..chunking import DEFAULT_CHUNK_SIZE, ChunkPlan, plan_chunks
+from ..chunking import DEFAULT_CHUNK_SIZE, ChunkPlan
 from ..errors import PayloadError
 from ..rotation import piece_views
 from ..seeds import Stream, derive_seed, uniforms_torch
 from ..tables.lloyd_max import lloyd_max
-from . import _rotated as rot
-from ._scaling import decode_exponent, mul_pow2_, restore, unscale
-from .base import Codec, read_f32, read_tensor, tensor_bytes
+from . import _pieces
+from ._io import read_f32, read_tensor, tensor_bytes
+from ._params import Field, ParamLayout
+from ._rotation import MODE_FIELD, Rotated, Rotation
+from ._scaling import rescaled, scale_bytes
+from .base import Codec
 
 __all__ = ["EdenCodec"]
+
+#: Dense sections of a payload: plan, layers, ceil-bit count, scales, packed codes.
+_Dense = tuple[ChunkPlan, int, int, torch.Tensor, memoryview]
 
 
 def _check_bits(bits: Any) -> float:
     if isinstance(bits, bool) or not isinstance(bits, (int, float)):
         raise TypeError(f"`bits` must be a number. Found {type(bits).__name__}.")
-    bits = float(bits)
-    if not 0 < bits <= 8:
-        raise ValueError(f"`bits` must be in (0, 8]. Found {bits}.")
-    return bits
+    value = float(bits)
+    if not 0 < value <= 8:
+        raise ValueError(f"`bits` must be in (0, 8]. Found {value}.")
+    return value
 
 
 class EdenCodec(Codec):
@@ -59,8 +65,9 @@ class EdenCodec(Codec):
 
     name = "eden"
     codec_id = 3
-    unbiased = True
     prescales = True
+    layout = ParamLayout((Field("bits", "d"), MODE_FIELD))
+    rotation: Rotation
 
     def __init__(
         self,
@@ -72,8 +79,7 @@ class EdenCodec(Codec):
     ) -> None:
         super().__init__(device=device)
         self.bits = _check_bits(bits)
-        self.rotations = rot.check_rotations(rotations)
-        self.chunk_log2 = rot.check_chunk_size(chunk_size)
+        self.rotation = Rotation(rotations, chunk_size)
         #: fractional budgets send seeded-mask counts: the size varies by seed
         self.exact_size = self.bits.is_integer()
         if self.bits < 1:
@@ -92,17 +98,7 @@ class EdenCodec(Codec):
 
     def params(self) -> dict[str, Any]:
         bits: float | int = int(self.bits) if self.bits.is_integer() else self.bits
-        return {
-            "bits": bits,
-            "rotations": self.rotations,
-            "chunk_size": 1 << self.chunk_log2,
-        }
-
-    def _param_block(self) -> bytes:
-        return struct.pack("<d", self.bits) + rot.rotation_params(self.rotations)
-
-    def _chunk_log2(self) -> int:
-        return self.chunk_log2
+        return {"bits": bits, **self.rotation.params()}
 
     def _expected_vnmse(self) -> float:
         if self.bits < 1:
@@ -113,14 +109,10 @@ class EdenCodec(Codec):
         return 1.0 / e - 1.0
 
     # ----------------------------------------------------------------- helpers
-    def _mask_key(self, seed: int, client: int) -> int:
-        return derive_seed(seed, client, Stream.MASK)
-
-    def _hi_mask(self, n: int, seed: int, client: int) -> torch.Tensor | None:
-        if not self._frac:
-            return None
-        u = uniforms_torch(self._mask_key(seed, client), n, device=self.device)
-        return u < self._frac
+    def _mask(self, n: int, p: float, seed: int, client: int) -> torch.Tensor:
+        """The shared-seed mask ``u < p`` over n coordinates (MASK stream)."""
+        key = derive_seed(seed, client, Stream.MASK)
+        return uniforms_torch(key, n, device=self.device) < p
 
     def _code_bytes(self, n: int, n_hi: int) -> int:
         return bitpack.packed_size(n_hi, self._hi) + bitpack.packed_size(
@@ -128,21 +120,27 @@ class EdenCodec(Codec):
         )
 
     # ------------------------------------------------------------------ encode
+    def _encode(self, v: torch.Tensor, seed: int, client: int, exp: int) -> bytes:
+        d = v.numel()
+        if self.bits >= 1:
+            layers, body = self._encode_dense(v, seed, client, exp)
+            return self._pack(d=d, layers=layers, body=body)
+        sub = v[self._mask(d, self.bits, seed, client)].div_(self.bits)
+        head = struct.pack("<Q", sub.numel())
+        if sub.numel() == 0:
+            return self._pack(d=d, layers=0, body=[head])
+        layers, body = self._encode_dense(sub, seed, client, exp)
+        return self._pack(d=d, layers=layers, body=[head, *body])
+
     def _encode_dense(
         self, v: torch.Tensor, seed: int, client: int, exp: int
     ) -> tuple[int, list[bytes]]:
-        plan, k, y = rot.forward_(
-            v,
-            chunk_log2=self.chunk_log2,
-            rotations=self.rotations,
-            seed=seed,
-            client=client,
-        )
-        hi = self._hi_mask(plan.padded, seed, client)
-        if hi is None:
+        plan, layers, y = self.rotation.forward_(v, seed=seed, client=client)
+        if not self._frac:
             fast = self._encode_fast(plan, y, exp)
             if fast is not None:
-                return k, fast
+                return layers, fast
+        hi = self._mask(plan.padded, self._frac, seed, client) if self._frac else None
         codes = torch.empty(plan.padded, dtype=torch.int64, device=self.device)
         scales = []
         cent_lo, bnd_lo = self._tables[self._lo]
@@ -152,8 +150,8 @@ class EdenCodec(Codec):
         for view, cview, hview in zip(
             piece_views(y, plan), code_views, hi_views, strict=True
         ):
-            norm2 = rot.row_norms2(view)
-            z = rot.normalize_rows(view, norm2)
+            norm2 = _pieces.row_norms2(view)
+            z = _pieces.normalize_rows(view, norm2)
             q = torch.bucketize(z, bnd_lo)
             c = cent_lo[q]
             if hview is not None:
@@ -161,17 +159,15 @@ class EdenCodec(Codec):
                 q = torch.where(hview, q_hi, q)
                 c = torch.where(hview, cent_hi[q_hi], c)
             cview.copy_(q)
-            dot = (c * view).sum(dim=1)
-            scales.append(torch.where(norm2 > 0, norm2 / dot, torch.zeros_like(norm2)))
-        body = [tensor_bytes(unscale(torch.cat(scales), exp, "scale"))]
+            scales.append(_pieces.unbiasing_scale(norm2, (c * view).sum(dim=1)))
+        body = [scale_bytes(torch.cat(scales), exp, "scale")]
         if hi is None:
             body.append(tensor_bytes(bitpack.pack(codes, self._lo)))
         else:
-            n_hi = int(hi.sum())
-            body.insert(0, struct.pack("<Q", n_hi))
+            body.insert(0, struct.pack("<Q", int(hi.sum())))
             body.append(tensor_bytes(bitpack.pack(codes[hi], self._hi)))
             body.append(tensor_bytes(bitpack.pack(codes[~hi], self._lo)))
-        return k, body
+        return layers, body
 
     def _encode_fast(
         self, plan: ChunkPlan, y: torch.Tensor, exp: int
@@ -192,42 +188,39 @@ class EdenCodec(Codec):
             piece_views(prod, plan),
             strict=True,
         ):
-            norm2 = rot.row_norms2(view, pview)
-            if not _kernels.eden_quantize_(
-                view, rot.row_factors(view, norm2), bnd, cent, cview, pview
-            ):
+            norm2 = _pieces.row_norms2(view, pview)
+            factor = _pieces.row_factors(view, norm2)
+            if not _kernels.eden_quantize_(view, factor, bnd, cent, cview, pview):
                 return None
-            dot = pview.sum(dim=1)
-            scales.append(torch.where(norm2 > 0, norm2 / dot, torch.zeros_like(norm2)))
+            scales.append(_pieces.unbiasing_scale(norm2, pview.sum(dim=1)))
         return [
-            tensor_bytes(unscale(torch.cat(scales), exp, "scale")),
+            scale_bytes(torch.cat(scales), exp, "scale"),
             tensor_bytes(bitpack.pack(codes, self._lo)),
         ]
 
-    def _encode(self, v: torch.Tensor, seed: int, client: int, exp: int) -> bytes:
-        d = v.numel()
-        if self.bits >= 1:
-            k, body = self._encode_dense(v, seed, client, exp)
-            return self._pack(d=d, rotations=k, body=body)
-        keep = (
-            uniforms_torch(self._mask_key(seed, client), d, device=self.device)
-            < self.bits
-        )
-        sub = v[keep].div_(self.bits)
-        head = struct.pack("<Q", sub.numel())
-        if sub.numel() == 0:
-            return self._pack(d=d, rotations=0, body=[head])
-        k, body = self._encode_dense(sub, seed, client, exp)
-        return self._pack(d=d, rotations=k, body=[head, *body])
-
     # ------------------------------------------------------------------ decode
-    def _parse_dense(
-        self, n: int, k: int, reader: wire.Reader
-    ) -> tuple[ChunkPlan, int, int, torch.Tensor, memoryview]:
-        """Checked sections of the dense part for n coordinates: plan, layers,
-        ceil-bit count, scales and packed codes."""
-        rot.check_k(k, self.rotations, (1, 2))
-        plan = plan_chunks(n, self.chunk_log2)
+    def _check_layers(self, header: wire.Header) -> None:
+        # a sub-bit payload that keeps nothing declares no rotation (see _parse)
+        self.rotation.check(header.chunk_log2, header.rotations, empty_ok=self.bits < 1)
+
+    def _parse(self, header: wire.Header, reader: wire.Reader) -> tuple[int, Any]:
+        """(number of kept coordinates, dense sections or None when none is kept)."""
+        d, layers = header.d, header.rotations
+        if self.bits >= 1:
+            return d, self._parse_dense(d, layers, reader)
+        m = reader.u64()
+        _check_plausible_count(m, d, self.bits)
+        if (m == 0) != (layers == 0):
+            raise PayloadError(
+                f"Payload keeps {m} coordinate(s) but declares {layers} RHT layer(s)."
+            )
+        if m == 0:
+            reader.expect_remaining(0, "an empty selection")
+            return 0, None
+        return m, self._parse_dense(m, layers, reader)
+
+    def _parse_dense(self, n: int, layers: int, reader: wire.Reader) -> _Dense:
+        plan = self.rotation.plan(n)
         n_hi = 0
         if self._frac:
             n_hi = reader.u64()
@@ -241,93 +234,68 @@ class EdenCodec(Codec):
             "scales and codes",
         )
         scales = read_f32(reader, plan.num_pieces, self.device)
-        return plan, k, n_hi, scales, reader.rest()
-
-    def _decode_dense(
-        self,
-        parts: tuple[ChunkPlan, int, int, torch.Tensor, memoryview],
-        seed: int,
-        client: int,
-    ) -> torch.Tensor:
-        plan, k, n_hi, scales, raw_view = parts
-        exp = decode_exponent(scales)
-        if exp:
-            scales = mul_pow2_(scales.clone(), exp)
-        raw = read_tensor(raw_view, torch.uint8, self.device)
-        cent_lo, _ = self._tables[self._lo]
-        hi = self._hi_mask(plan.padded, seed, client)
-        if hi is None:
-            c = torch.empty(plan.padded, dtype=torch.float32, device=self.device)
-            if rot.dequantize_pieces_(c, plan, raw, self._lo, cent_lo, scales):
-                return restore(rot.inverse_(c, plan, k, seed=seed, client=client), exp)
-            c = cent_lo[bitpack.unpack(raw, plan.padded, self._lo)]
-        else:
-            if int(hi.sum()) != n_hi:
-                raise PayloadError(
-                    "Payload's ceil-bit count does not match the mask regenerated from "
-                    "(seed, client): wrong seed/client id or a corrupt payload."
-                )
-            split = bitpack.packed_size(n_hi, self._hi)
-            c = torch.empty(plan.padded, dtype=torch.float32, device=self.device)
-            c[hi] = self._tables[self._hi][0][
-                bitpack.unpack(raw[:split], n_hi, self._hi)
-            ]
-            c[~hi] = cent_lo[bitpack.unpack(raw[split:], plan.padded - n_hi, self._lo)]
-        rot.scale_pieces_(c, plan, scales)
-        return restore(rot.inverse(c, plan, k, seed=seed, client=client), exp)
-
-    def _parse(self, header: wire.Header, reader: wire.Reader) -> tuple[int, Any]:
-        """(number of kept coordinates, dense sections or None when none is kept)."""
-        d, k = header.d, header.rotations
-        if self.bits >= 1:
-            return d, self._parse_dense(d, k, reader)
-        m = reader.u64()
-        _check_plausible_count(m, d, self.bits)
-        if m == 0:
-            if k != 0:
-                raise PayloadError(
-                    f"Payload keeps no coordinate but declares {k} RHT layer(s)."
-                )
-            reader.expect_remaining(0, "an empty selection")
-            return 0, None
-        return m, self._parse_dense(m, k, reader)
+        return plan, layers, n_hi, scales, reader.rest()
 
     def _decode(
         self, header: wire.Header, parsed: tuple[int, Any], seed: int, client: int
     ) -> torch.Tensor:
-        d = header.d
         m, dense = parsed
         if self.bits >= 1:
             return self._decode_dense(dense, seed, client)
-        out = torch.zeros(d, dtype=torch.float32, device=self.device)
+        out = torch.zeros(header.d, dtype=torch.float32, device=self.device)
         if m == 0:
             return out
-        sub = self._decode_dense(dense, seed, client)
-        keep = (
-            uniforms_torch(self._mask_key(seed, client), d, device=self.device)
-            < self.bits
-        )
+        keep = self._mask(header.d, self.bits, seed, client)
         if int(keep.sum()) != m:
             raise PayloadError(
                 "Payload's kept-coordinate count does not match the mask regenerated "
                 "from (seed, client): wrong seed/client id or a corrupt payload."
             )
-        out[keep] = sub
+        out[keep] = self._decode_dense(dense, seed, client)
         return out
 
+    def _decode_dense(self, dense: _Dense, seed: int, client: int) -> torch.Tensor:
+        plan, layers, n_hi, scales, raw_view = dense
+        raw = read_tensor(raw_view, torch.uint8, self.device)
+        cent_lo = self._tables[self._lo][0]
+        if not self._frac:
+            return _pieces.dequantize(
+                self.rotation,
+                plan,
+                layers,
+                raw,
+                width=self._lo,
+                table=cent_lo,
+                scales=scales,
+                seed=seed,
+                client=client,
+            )
+        hi = self._mask(plan.padded, self._frac, seed, client)
+        if int(hi.sum()) != n_hi:
+            raise PayloadError(
+                "Payload's ceil-bit count does not match the mask regenerated from "
+                "(seed, client): wrong seed/client id or a corrupt payload."
+            )
+        split = bitpack.packed_size(n_hi, self._hi)
+        c = torch.empty(plan.padded, dtype=torch.float32, device=self.device)
+        c[hi] = self._tables[self._hi][0][bitpack.unpack(raw[:split], n_hi, self._hi)]
+        c[~hi] = cent_lo[bitpack.unpack(raw[split:], plan.padded - n_hi, self._lo)]
+        scales, exp = rescaled(scales)
+        rotated = Rotated(plan, layers, c)
+        return _pieces.scaled_inverse(
+            self.rotation, rotated, scales, exp, seed=seed, client=client
+        )
+
     # ------------------------------------------------------------------- sizes
-    def _sizes(self, d: int) -> tuple[int, int]:
-        fixed = wire.FIXED_BYTES + len(self._param_block())
-        n = d
-        if self.bits < 1:
-            fixed += 8
-            n = max(1, round(self.bits * d))
-        plan = plan_chunks(n, self.chunk_log2)
-        n_hi = round(self._frac * plan.padded)
+    def _body_sizes(self, d: int) -> tuple[int, int]:
+        head, n = 0, d
+        if self.bits < 1:  # the kept count, then EDEN on about bits * d values
+            head, n = 8, max(1, round(self.bits * d))
+        plan = self.rotation.plan(n)
         if self._frac:
-            fixed += 8
-        codes = self._code_bytes(plan.padded, n_hi)
-        return fixed + 4 * plan.num_pieces + codes, codes
+            head += 8
+        codes = self._code_bytes(plan.padded, round(self._frac * plan.padded))
+        return head + 4 * plan.num_pieces + codes, codes
 
 
 def _check_plausible_count(m: int, d: int, p: float) -> None:

@@ -15,18 +15,19 @@ Server: ``x_hat = R^{-1}(min + i * step)[:d]``. vNMSE is at most
 
 from __future__ import annotations
 
-import struct
 from typing import Any
 
 import torch
 
 from .. import bitpack, wire
-from ..chunking import DEFAULT_CHUNK_SIZE, ChunkPlan, plan_chunks
+from ..chunking import DEFAULT_CHUNK_SIZE
 from ..rotation import piece_views
 from ..seeds import Stream, derive_seed, uniforms_torch
-from . import _rotated as rot
-from ._scaling import decode_exponent, mul_pow2_, restore, unscale
-from .base import Codec, read_f32, read_tensor, tensor_bytes
+from ._io import ScalesAndCodes, check_int, read_tensor, tensor_bytes
+from ._params import Field, ParamLayout
+from ._rotation import MODE_FIELD, Rotated, Rotation
+from ._scaling import rescaled, restore, scale_bytes
+from .base import Codec
 
 __all__ = ["HadamardSQCodec"]
 
@@ -37,6 +38,8 @@ class HadamardSQCodec(Codec):
     name = "hadamard-sq"
     codec_id = 6
     prescales = True
+    layout = ParamLayout((Field("bits", "B"), MODE_FIELD))
+    rotation: Rotation
 
     def __init__(
         self,
@@ -47,33 +50,14 @@ class HadamardSQCodec(Codec):
         device: str | torch.device = "cpu",
     ) -> None:
         super().__init__(device=device)
-        if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 8:
-            raise ValueError(f"`bits` must be an int in 1..8. Found {bits!r}.")
-        self.bits = bits
-        self.rotations = rot.check_rotations(rotations)
-        self.chunk_log2 = rot.check_chunk_size(chunk_size)
+        self.bits = check_int("bits", bits, 1, 8)
+        self.rotation = Rotation(rotations, chunk_size)
 
     def params(self) -> dict[str, Any]:
-        return {
-            "bits": self.bits,
-            "rotations": self.rotations,
-            "chunk_size": 1 << self.chunk_log2,
-        }
-
-    def _param_block(self) -> bytes:
-        return struct.pack("<B", self.bits) + rot.rotation_params(self.rotations)
-
-    def _chunk_log2(self) -> int:
-        return self.chunk_log2
+        return {"bits": self.bits, **self.rotation.params()}
 
     def _encode(self, v: torch.Tensor, seed: int, client: int, exp: int) -> bytes:
-        plan, k, y = rot.forward_(
-            v,
-            chunk_log2=self.chunk_log2,
-            rotations=self.rotations,
-            seed=seed,
-            client=client,
-        )
+        plan, layers, y = self.rotation.forward_(v, seed=seed, client=client)
         top = (1 << self.bits) - 1
         u = uniforms_torch(
             derive_seed(seed, client, Stream.PRIVATE), plan.padded, device=self.device
@@ -96,47 +80,32 @@ class HadamardSQCodec(Codec):
             cview.copy_(level.clamp_(0, top).to(torch.int64))
             bounds.append(torch.stack([lo, hi], dim=1).reshape(-1))
         body = [
-            tensor_bytes(unscale(torch.cat(bounds), exp, "range")),
+            scale_bytes(torch.cat(bounds), exp, "range"),
             tensor_bytes(bitpack.pack(codes, self.bits)),
         ]
-        return self._pack(d=v.numel(), rotations=k, body=body)
-
-    def _parse(
-        self, header: wire.Header, reader: wire.Reader
-    ) -> tuple[ChunkPlan, torch.Tensor, memoryview]:
-        rot.check_k(header.rotations, self.rotations, (1, 2))
-        plan = plan_chunks(header.d, self.chunk_log2)
-        reader.expect_remaining(
-            8 * plan.num_pieces + bitpack.packed_size(plan.padded, self.bits),
-            "ranges and codes",
-        )
-        bounds = read_f32(reader, 2 * plan.num_pieces, self.device).view(-1, 2)
-        return plan, bounds, reader.rest()
+        return self._pack(d=v.numel(), layers=layers, body=body)
 
     def _decode(
-        self,
-        header: wire.Header,
-        parsed: tuple[ChunkPlan, torch.Tensor, memoryview],
-        seed: int,
-        client: int,
+        self, header: wire.Header, parsed: ScalesAndCodes, seed: int, client: int
     ) -> torch.Tensor:
-        plan, bounds, raw_view = parsed
-        exp = decode_exponent(bounds)
-        if exp:
-            bounds = mul_pow2_(bounds.clone(), exp)
-        raw = read_tensor(raw_view, torch.uint8, self.device)
-        levels = bitpack.unpack(raw, plan.padded, self.bits).to(torch.float32)
+        plan = self.rotation.plan(header.d)
+        flat_bounds, raw = parsed
+        scaled, exp = rescaled(flat_bounds)
+        bounds = scaled.view(-1, 2)
+        codes = bitpack.unpack(
+            read_tensor(raw, torch.uint8, self.device), plan.padded, self.bits
+        )
+        levels = codes.to(torch.float32)
         step = (bounds[:, 1] - bounds[:, 0]) / ((1 << self.bits) - 1)
         start = 0
         for view in piece_views(levels, plan):
             rows = slice(start, start + view.shape[0])
             view.mul_(step[rows, None]).add_(bounds[rows, 0, None])
             start += view.shape[0]
-        out = rot.inverse_(levels, plan, header.rotations, seed=seed, client=client)
-        return restore(out, exp)
+        rotated = Rotated(plan, header.rotations, levels)
+        return restore(self.rotation.inverse_(rotated, seed=seed, client=client), exp)
 
-    def _sizes(self, d: int) -> tuple[int, int]:
-        plan = plan_chunks(d, self.chunk_log2)
+    def _body_sizes(self, d: int) -> tuple[int, int]:
+        plan = self.rotation.plan(d)
         codes = bitpack.packed_size(plan.padded, self.bits)
-        fixed = wire.FIXED_BYTES + len(self._param_block())
-        return fixed + 8 * plan.num_pieces + codes, codes
+        return 8 * plan.num_pieces + codes, codes

@@ -17,16 +17,15 @@ small s (Gaussian, d = 2^16, s = 1: ~203).
 
 from __future__ import annotations
 
-import struct
-from typing import Any
-
 import torch
 
 from .. import bitpack, wire
 from ..errors import PayloadError
 from ..seeds import Stream, derive_seed, uniforms_torch
-from ._scaling import decode_exponent, mul_pow2_, restore, unscale
-from .base import Codec, read_f32, read_tensor, tensor_bytes
+from ._io import ScalesAndCodes, tensor_bytes
+from ._params import Field, ParamLayout
+from ._scaling import scale_bytes, scaled_values
+from .base import Codec
 
 __all__ = ["QsgdCodec"]
 
@@ -35,9 +34,9 @@ class QsgdCodec(Codec):
     """QSGD with the L2 norm and ``levels`` quantization levels (s)."""
 
     name = "qsgd"
-    rotates = False
     codec_id = 5
     prescales = True
+    layout = ParamLayout((Field("levels", "H"),))
 
     def __init__(self, *, levels: int = 1, device: str | torch.device = "cpu") -> None:
         super().__init__(device=device)
@@ -50,12 +49,6 @@ class QsgdCodec(Codec):
         self.levels = levels
         self._lw = levels.bit_length()  # ceil(log2(levels + 1))
         self._width = self._lw + 1
-
-    def params(self) -> dict[str, Any]:
-        return {"levels": self.levels}
-
-    def _param_block(self) -> bytes:
-        return struct.pack("<H", self.levels)
 
     def _encode(self, v: torch.Tensor, seed: int, client: int, exp: int) -> bytes:
         norm = v.norm()
@@ -70,37 +63,26 @@ class QsgdCodec(Codec):
         )
         codes = level | ((v < 0).to(torch.int64) << self._lw)
         body = [
-            tensor_bytes(unscale(norm.reshape(1), exp, "L2 norm")),
+            scale_bytes(norm.reshape(1), exp, "L2 norm"),
             tensor_bytes(bitpack.pack(codes, self._width)),
         ]
-        return self._pack(d=v.numel(), rotations=0, body=body)
-
-    def _parse(
-        self, header: wire.Header, reader: wire.Reader
-    ) -> tuple[torch.Tensor, memoryview]:
-        reader.expect_remaining(
-            4 + bitpack.packed_size(header.d, self._width), "norm and codes"
-        )
-        return read_f32(reader, 1, self.device), reader.rest()
+        return self._pack(d=v.numel(), layers=0, body=body)
 
     def _decode(
-        self,
-        header: wire.Header,
-        parsed: tuple[torch.Tensor, memoryview],
-        seed: int,
-        client: int,
+        self, header: wire.Header, parsed: ScalesAndCodes, seed: int, client: int
     ) -> torch.Tensor:
-        norm = parsed[0].clone()
-        exp = decode_exponent(norm)
-        mul_pow2_(norm, exp)
-        raw = read_tensor(parsed[1], torch.uint8, self.device)
-        codes = bitpack.unpack(raw, header.d, self._width)
-        level = codes & ((1 << self._lw) - 1)
-        if bool((level > self.levels).any()):
-            raise PayloadError(f"Payload corrupt: a level exceeds s = {self.levels}.")
-        sign = 1.0 - 2.0 * (codes >> self._lw).to(torch.float32)
-        return restore(sign * level.to(torch.float32) * (norm / self.levels), exp)
+        def signed_levels(raw: torch.Tensor) -> torch.Tensor:
+            codes = bitpack.unpack(raw, header.d, self._width)
+            level = codes & ((1 << self._lw) - 1)
+            if bool((level > self.levels).any()):
+                raise PayloadError(
+                    f"Payload corrupt: a level exceeds s = {self.levels}."
+                )
+            sign = 1.0 - 2.0 * (codes >> self._lw).to(torch.float32)
+            return sign * level.to(torch.float32)
 
-    def _sizes(self, d: int) -> tuple[int, int]:
+        return scaled_values(parsed, self.device, signed_levels, per=self.levels)
+
+    def _body_sizes(self, d: int) -> tuple[int, int]:
         codes = bitpack.packed_size(d, self._width)
-        return wire.FIXED_BYTES + len(self._param_block()) + 4 + codes, codes
+        return 4 + codes, codes

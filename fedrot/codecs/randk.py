@@ -13,15 +13,14 @@ vNMSE = d/k - 1 (31 at fraction = 1/32).
 
 from __future__ import annotations
 
-import struct
-from typing import Any
-
 import torch
 
 from .. import wire
 from ..seeds import Stream, derive_seed, words_torch
 from . import _sparse
-from .base import Codec, read_f32, tensor_bytes
+from ._io import read_f32, tensor_bytes
+from ._params import ParamLayout
+from .base import Codec
 
 __all__ = ["RandKCodec"]
 
@@ -30,20 +29,10 @@ class RandKCodec(Codec):
     """Keep a random ``fraction`` of the coordinates, chosen from the shared seed."""
 
     name = "randk"
-    rotates = False
     codec_id = 9
-
-    def __init__(
-        self, *, fraction: float = 1 / 32, device: str | torch.device = "cpu"
-    ) -> None:
-        super().__init__(device=device)
-        self.fraction = _sparse.check_fraction(fraction)
-
-    def params(self) -> dict[str, Any]:
-        return {"fraction": self.fraction}
-
-    def _param_block(self) -> bytes:
-        return struct.pack("<d", self.fraction)
+    layout = ParamLayout((_sparse.FRACTION_FIELD,))
+    fraction: float
+    __init__ = _sparse.init  # keyword-only `fraction` and `device`
 
     def _indices(self, d: int, seed: int, client: int) -> torch.Tensor:
         k = _sparse.num_kept(self.fraction, d)
@@ -54,7 +43,7 @@ class RandKCodec(Codec):
 
     def _encode(self, v: torch.Tensor, seed: int, client: int, exp: int) -> bytes:
         idx = self._indices(v.numel(), seed, client)
-        return self._pack(d=v.numel(), rotations=0, body=[tensor_bytes(v[idx])])
+        return self._pack(d=v.numel(), layers=0, body=[tensor_bytes(v[idx])])
 
     def _parse(self, header: wire.Header, reader: wire.Reader) -> torch.Tensor:
         k = _sparse.num_kept(self.fraction, header.d)
@@ -65,15 +54,10 @@ class RandKCodec(Codec):
         self, header: wire.Header, parsed: torch.Tensor, seed: int, client: int
     ) -> torch.Tensor:
         d = header.d
-        k = parsed.numel()
-        values = parsed
         out = torch.zeros(d, dtype=torch.float32, device=self.device)
-        out[self._indices(d, seed, client)] = values * (d / k)
+        out[self._indices(d, seed, client)] = parsed * (d / parsed.numel())
         return out
 
-    def _expected_vnmse(self) -> float | None:
-        return None
-
-    def _sizes(self, d: int) -> tuple[int, int]:
+    def _body_sizes(self, d: int) -> tuple[int, int]:
         codes = 4 * _sparse.num_kept(self.fraction, d)
-        return wire.FIXED_BYTES + len(self._param_block()) + codes, codes
+        return codes, codes

@@ -14,27 +14,35 @@ import torch
 
 from .. import wire
 from ..errors import PayloadError
-from .base import Codec, read_tensor, tensor_bytes
+from ._io import ScalesAndCodes, read_tensor, tensor_bytes
+from .base import Codec
 
 __all__ = ["Fp32Codec", "Fp16Codec"]
 
 _FP16_MAX = 65504.0
+_DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 
 
-def _encode_raw(codec: Codec, v: torch.Tensor, dtype: torch.dtype) -> bytes:
-    return codec._pack(d=v.numel(), rotations=0, body=[tensor_bytes(v.to(dtype))])
+# The methods both classes share: the values themselves, in the codec's dtype.
+def _encode_values(
+    codec: Codec, v: torch.Tensor, seed: int, client: int, exp: int
+) -> bytes:
+    values = tensor_bytes(v.to(_DTYPES[codec.name]))
+    return codec._pack(d=v.numel(), layers=0, body=[values])
 
 
-def _parse_raw(header: wire.Header, reader: wire.Reader, width: int) -> memoryview:
-    reader.expect_remaining(width * header.d, "the values")
-    return reader.rest()
-
-
-def _decode_raw(codec: Codec, values: memoryview, dtype: torch.dtype) -> torch.Tensor:
-    out = read_tensor(values, dtype, codec.device)
+def _decode_values(
+    codec: Codec, header: wire.Header, parsed: ScalesAndCodes, seed: int, client: int
+) -> torch.Tensor:
+    out = read_tensor(parsed[1], _DTYPES[codec.name], codec.device)
     if not bool(torch.isfinite(out).all()):
         raise PayloadError("Payload corrupt: it holds NaN or infinite values.")
     return out.to(torch.float32)
+
+
+def _values_sizes(codec: Codec, d: int) -> tuple[int, int]:
+    size = _DTYPES[codec.name].itemsize * d
+    return size, size
 
 
 class Fp32Codec(Codec):
@@ -43,24 +51,10 @@ class Fp32Codec(Codec):
     name = "fp32"
     codec_id = 1
     lossless = True
-    rotates = False
 
-    def __init__(self, *, device: str | torch.device = "cpu") -> None:
-        super().__init__(device=device)
-
-    def _encode(self, v: torch.Tensor, seed: int, client: int, exp: int) -> bytes:
-        return _encode_raw(self, v, torch.float32)
-
-    def _parse(self, header: wire.Header, reader: wire.Reader) -> memoryview:
-        return _parse_raw(header, reader, 4)
-
-    def _decode(
-        self, header: wire.Header, parsed: memoryview, seed: int, client: int
-    ) -> torch.Tensor:
-        return _decode_raw(self, parsed, torch.float32)
-
-    def _sizes(self, d: int) -> tuple[int, int]:
-        return wire.FIXED_BYTES + 4 * d, 4 * d
+    _encode = _encode_values
+    _decode = _decode_values
+    _body_sizes = _values_sizes
 
     def _expected_vnmse(self) -> float:
         return 0.0
@@ -71,11 +65,7 @@ class Fp16Codec(Codec):
 
     name = "fp16"
     codec_id = 4
-    rotates = False
     unbiased = False
-
-    def __init__(self, *, device: str | torch.device = "cpu") -> None:
-        super().__init__(device=device)
 
     def _encode(self, v: torch.Tensor, seed: int, client: int, exp: int) -> bytes:
         big = float(v.abs().max())
@@ -84,15 +74,7 @@ class Fp16Codec(Codec):
                 f"`x` has a value of magnitude {big:g}, beyond float16's range "
                 f"(±{_FP16_MAX:g}); use codec 'fp32' or scale the update down."
             )
-        return _encode_raw(self, v, torch.float16)
+        return _encode_values(self, v, seed, client, exp)
 
-    def _parse(self, header: wire.Header, reader: wire.Reader) -> memoryview:
-        return _parse_raw(header, reader, 2)
-
-    def _decode(
-        self, header: wire.Header, parsed: memoryview, seed: int, client: int
-    ) -> torch.Tensor:
-        return _decode_raw(self, parsed, torch.float16)
-
-    def _sizes(self, d: int) -> tuple[int, int]:
-        return wire.FIXED_BYTES + 2 * d, 2 * d
+    _decode = _decode_values
+    _body_sizes = _values_sizes

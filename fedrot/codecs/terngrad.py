@@ -14,27 +14,34 @@ Server: ``g_hat_i = s * t_i``. Unclipped vNMSE = ``||g||_inf ||g||_1 / ||g||_2^2
 
 from __future__ import annotations
 
-import struct
-from typing import Any
-
 import torch
 
 from .. import bitpack, wire
 from ..errors import PayloadError
 from ..seeds import Stream, derive_seed, uniforms_torch
-from ._scaling import decode_exponent, mul_pow2_, restore, unscale
-from .base import Codec, read_f32, read_tensor, tensor_bytes
+from ._io import ScalesAndCodes, tensor_bytes
+from ._params import Field, ParamLayout
+from ._scaling import scale_bytes, scaled_values
+from .base import Codec
 
 __all__ = ["TernGradCodec"]
+
+#: ``clip`` as float64, 0.0 standing for None (no clipping).
+_CLIP_FIELD = Field(
+    "clip",
+    "d",
+    to_wire=lambda clip: 0.0 if clip is None else clip,
+    from_wire=lambda raw: None if raw == 0.0 else raw,
+)
 
 
 class TernGradCodec(Codec):
     """Ternary quantization with a max-magnitude scale."""
 
     name = "terngrad"
-    rotates = False
     codec_id = 7
     prescales = True
+    layout = ParamLayout((_CLIP_FIELD,))
 
     def __init__(
         self, *, clip: float | None = None, device: str | torch.device = "cpu"
@@ -54,12 +61,6 @@ class TernGradCodec(Codec):
         #: clipping makes the estimate biased
         self.unbiased = clip is None
 
-    def params(self) -> dict[str, Any]:
-        return {"clip": self.clip}
-
-    def _param_block(self) -> bytes:
-        return struct.pack("<d", 0.0 if self.clip is None else self.clip)
-
     def _encode(self, v: torch.Tensor, seed: int, client: int, exp: int) -> bytes:
         if self.clip is not None and v.numel() > 1:
             bound = self.clip * float(v.std())
@@ -72,33 +73,22 @@ class TernGradCodec(Codec):
         keep = (u < v.abs() * inv).to(torch.int64)
         trits = 1 + keep * torch.sign(v).to(torch.int64)
         body = [
-            tensor_bytes(unscale(s.reshape(1), exp, "max magnitude")),
+            scale_bytes(s.reshape(1), exp, "max magnitude"),
             tensor_bytes(bitpack.pack_trits(trits)),
         ]
-        return self._pack(d=v.numel(), rotations=0, body=body)
-
-    def _parse(
-        self, header: wire.Header, reader: wire.Reader
-    ) -> tuple[torch.Tensor, memoryview]:
-        reader.expect_remaining(4 + bitpack.trit_size(header.d), "scale and trits")
-        return read_f32(reader, 1, self.device), reader.rest()
+        return self._pack(d=v.numel(), layers=0, body=body)
 
     def _decode(
-        self,
-        header: wire.Header,
-        parsed: tuple[torch.Tensor, memoryview],
-        seed: int,
-        client: int,
+        self, header: wire.Header, parsed: ScalesAndCodes, seed: int, client: int
     ) -> torch.Tensor:
-        s = parsed[0].clone()
-        exp = decode_exponent(s)
-        mul_pow2_(s, exp)
-        raw = read_tensor(parsed[1], torch.uint8, self.device)
-        if bool((raw > 242).any()):
-            raise PayloadError("Payload corrupt: a trit byte exceeds 242 (3**5 - 1).")
-        trits = bitpack.unpack_trits(raw, header.d)
-        return restore((trits - 1).to(torch.float32) * s, exp)
+        def ternary(raw: torch.Tensor) -> torch.Tensor:
+            if bool((raw > 242).any()):
+                raise PayloadError(
+                    "Payload corrupt: a trit byte exceeds 242 (3**5 - 1)."
+                )
+            return (bitpack.unpack_trits(raw, header.d) - 1).to(torch.float32)
 
-    def _sizes(self, d: int) -> tuple[int, int]:
-        codes = bitpack.trit_size(d)
-        return wire.FIXED_BYTES + len(self._param_block()) + 4 + codes, codes
+        return scaled_values(parsed, self.device, ternary)
+
+    def _body_sizes(self, d: int) -> tuple[int, int]:
+        return 4 + bitpack.trit_size(d), bitpack.trit_size(d)

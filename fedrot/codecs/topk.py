@@ -12,15 +12,14 @@ vNMSE = energy outside the top k (Gaussian, k = d/32: about 0.80).
 
 from __future__ import annotations
 
-import struct
-from typing import Any
-
 import torch
 
 from .. import bitpack, wire
 from ..errors import PayloadError
 from . import _sparse
-from .base import Codec, read_f32, read_tensor, tensor_bytes
+from ._io import read_f32, read_tensor, tensor_bytes
+from ._params import ParamLayout
+from .base import Codec
 
 __all__ = ["TopKCodec"]
 
@@ -31,38 +30,25 @@ class TopKCodec(Codec):
     name = "topk"
     codec_id = 8
     unbiased = False
-    rotates = False
-
-    def __init__(
-        self, *, fraction: float = 1 / 32, device: str | torch.device = "cpu"
-    ) -> None:
-        super().__init__(device=device)
-        self.fraction = _sparse.check_fraction(fraction)
-
-    def params(self) -> dict[str, Any]:
-        return {"fraction": self.fraction}
-
-    def _param_block(self) -> bytes:
-        return struct.pack("<d", self.fraction)
+    layout = ParamLayout((_sparse.FRACTION_FIELD,))
+    fraction: float
+    __init__ = _sparse.init  # keyword-only `fraction` and `device`
 
     def _encode(self, v: torch.Tensor, seed: int, client: int, exp: int) -> bytes:
         d = v.numel()
         k = _sparse.num_kept(self.fraction, d)
         idx = torch.topk(v.abs(), k, sorted=False).indices.sort().values
-        body = [
-            tensor_bytes(bitpack.pack(idx, _sparse.index_width(d))),
-            tensor_bytes(v[idx]),
-        ]
-        return self._pack(d=d, rotations=0, body=body)
+        indices = bitpack.pack(idx, bitpack.index_width(d))
+        body = [tensor_bytes(indices), tensor_bytes(v[idx])]
+        return self._pack(d=d, layers=0, body=body)
 
     def _parse(
         self, header: wire.Header, reader: wire.Reader
     ) -> tuple[memoryview, torch.Tensor]:
-        d = header.d
-        k = _sparse.num_kept(self.fraction, d)
-        ibytes = bitpack.packed_size(k, _sparse.index_width(d))
-        reader.expect_remaining(ibytes + 4 * k, "indices and values")
-        return reader.take(ibytes), read_f32(reader, k, self.device)
+        k = _sparse.num_kept(self.fraction, header.d)
+        index_bytes = bitpack.packed_size(k, bitpack.index_width(header.d))
+        reader.expect_remaining(index_bytes + 4 * k, "indices and values")
+        return reader.take(index_bytes), read_f32(reader, k, self.device)
 
     def _decode(
         self,
@@ -73,8 +59,8 @@ class TopKCodec(Codec):
     ) -> torch.Tensor:
         d = header.d
         raw, values = parsed
-        raw_t = read_tensor(raw, torch.uint8, self.device)
-        idx = bitpack.unpack(raw_t, values.numel(), _sparse.index_width(d))
+        packed = read_tensor(raw, torch.uint8, self.device)
+        idx = bitpack.unpack(packed, values.numel(), bitpack.index_width(d))
         if bool((idx >= d).any()) or bool((idx[1:] <= idx[:-1]).any()):
             raise PayloadError(
                 "Payload corrupt: indices out of range or not increasing."
@@ -83,7 +69,7 @@ class TopKCodec(Codec):
         out[idx] = values
         return out
 
-    def _sizes(self, d: int) -> tuple[int, int]:
+    def _body_sizes(self, d: int) -> tuple[int, int]:
         k = _sparse.num_kept(self.fraction, d)
-        codes = bitpack.packed_size(k, _sparse.index_width(d)) + 4 * k
-        return wire.FIXED_BYTES + len(self._param_block()) + codes, codes
+        codes = bitpack.packed_size(k, bitpack.index_width(d)) + 4 * k
+        return codes, codes

@@ -29,24 +29,22 @@ i.e. about ``b`` bits per coordinate plus 32 bits per piece.
 
 from __future__ import annotations
 
-import struct
-import zlib
 from typing import Any
 
-import numpy as np
 import torch
 
 from .. import bitpack, wire
-from ..chunking import DEFAULT_CHUNK_SIZE, ChunkPlan, plan_chunks
+from ..chunking import DEFAULT_CHUNK_SIZE
 from ..rotation import piece_views
 from ..tables.vq import CONFIGS, codebook, nearest
-from . import _rotated as rot
-from ._scaling import decode_exponent, mul_pow2_, restore, unscale
-from .base import Codec, read_f32, read_tensor, tensor_bytes
+from . import _pieces
+from ._io import ScalesAndCodes, read_tensor, tensor_bytes
+from ._params import Field, ParamLayout
+from ._rotation import MODE_FIELD, Rotated, Rotation
+from ._scaling import rescaled, scale_bytes
+from .base import Codec
 
 __all__ = ["VQCodec"]
-
-_ROTATIONS = (2, 3, "auto")
 
 
 class VQCodec(Codec):
@@ -55,7 +53,15 @@ class VQCodec(Codec):
     name = "vq"
     codec_id = 12
     prescales = True
-    unbiased = True
+    layout = ParamLayout(
+        (
+            Field("block", "B"),
+            Field("bits", "B"),
+            MODE_FIELD,
+            Field("codebook", "I", show=lambda crc: f"CRC {crc:#010x}"),
+        )
+    )
+    rotation: Rotation
 
     def __init__(
         self,
@@ -83,30 +89,19 @@ class VQCodec(Codec):
                 "breaks block quantization (use 3, the default)."
             )
         self.bits, self.block = bits, block
-        self.rotations = rot.check_rotations(rotations, allowed=_ROTATIONS)
-        self.chunk_log2 = rot.check_chunk_size(chunk_size)
+        self.rotation = Rotation(
+            rotations, chunk_size, auto=(2, 3), modes=(2, 3, "auto")
+        )
         self.book = codebook(block, bits)
         self._codewords = torch.tensor(
             self.book.codewords, dtype=torch.float32, device=self.device
         )
-        raw = np.ascontiguousarray(self.book.codewords, dtype="<f8").tobytes()
-        self._crc = zlib.crc32(raw)
 
     def params(self) -> dict[str, Any]:
-        return {
-            "bits": self.bits,
-            "block": self.block,
-            "rotations": self.rotations,
-            "chunk_size": 1 << self.chunk_log2,
-        }
+        return {"bits": self.bits, "block": self.block, **self.rotation.params()}
 
-    def _param_block(self) -> bytes:
-        return struct.pack(
-            "<BBBI", self.block, self.bits, rot.rotation_code(self.rotations), self._crc
-        )
-
-    def _chunk_log2(self) -> int:
-        return self.chunk_log2
+    def _param_values(self) -> dict[str, Any]:
+        return {**self.params(), "codebook": self.book.crc}
 
     def _expected_vnmse(self) -> float:
         return self.book.vnmse
@@ -115,69 +110,46 @@ class VQCodec(Codec):
         blocks = -(-padded // self.block)
         return bitpack.packed_size(blocks, self.block * self.bits)
 
-    def _sizes(self, d: int) -> tuple[int, int]:
-        plan = plan_chunks(d, self.chunk_log2)
+    def _body_sizes(self, d: int) -> tuple[int, int]:
+        plan = self.rotation.plan(d)
         codes = self._index_bytes(plan.padded)
-        fixed = wire.FIXED_BYTES + len(self._param_block())
-        return fixed + 4 * plan.num_pieces + codes, codes
+        return 4 * plan.num_pieces + codes, codes
 
     def _encode(self, v: torch.Tensor, seed: int, client: int, exp: int) -> bytes:
-        plan, k, y = rot.forward(
-            v,
-            chunk_log2=self.chunk_log2,
-            rotations=self.rotations,
-            seed=seed,
-            client=client,
-            auto=(2, 3),
-        )
+        plan, layers, y = self.rotation.forward(v, seed=seed, client=client)
         m = self.block
         blocks = -(-plan.padded // m)
         z = y.new_zeros(blocks * m)
         norms2 = []
         for view, zview in zip(piece_views(y, plan), piece_views(z, plan), strict=True):
-            n2 = rot.row_norms2(view)
-            zview.copy_(rot.normalize_rows(view, n2))
+            n2 = _pieces.row_norms2(view)
+            zview.copy_(_pieces.normalize_rows(view, n2))
             norms2.append(n2)
         idx = nearest(z.view(blocks, m), self._codewords)
         c = self._codewords[idx].reshape(-1)[: plan.padded]
-        scales = []
-        for view, cview, n2 in zip(
-            piece_views(y, plan), piece_views(c, plan), norms2, strict=True
-        ):
-            dot = (cview * view).sum(dim=1)
-            ok = (n2 > 0) & (dot > 0)
-            scales.append(torch.where(ok, n2 / torch.where(ok, dot, 1.0), 0.0))
+        scales = [
+            _pieces.unbiasing_scale(n2, (cview * view).sum(dim=1))
+            for view, cview, n2 in zip(
+                piece_views(y, plan), piece_views(c, plan), norms2, strict=True
+            )
+        ]
         body = [
-            tensor_bytes(unscale(torch.cat(scales), exp, "scale")),
+            scale_bytes(torch.cat(scales), exp, "scale"),
             tensor_bytes(bitpack.pack(idx, m * self.bits)),
         ]
-        return self._pack(d=v.numel(), rotations=k, body=body)
-
-    def _parse(
-        self, header: wire.Header, reader: wire.Reader
-    ) -> tuple[ChunkPlan, torch.Tensor, memoryview]:
-        rot.check_k(header.rotations, self.rotations, (2, 3))
-        plan = plan_chunks(header.d, self.chunk_log2)
-        reader.expect_remaining(
-            4 * plan.num_pieces + self._index_bytes(plan.padded), "scales and indices"
-        )
-        return plan, read_f32(reader, plan.num_pieces, self.device), reader.rest()
+        return self._pack(d=v.numel(), layers=layers, body=body)
 
     def _decode(
-        self,
-        header: wire.Header,
-        parsed: tuple[ChunkPlan, torch.Tensor, memoryview],
-        seed: int,
-        client: int,
+        self, header: wire.Header, parsed: ScalesAndCodes, seed: int, client: int
     ) -> torch.Tensor:
-        plan, scales, raw_view = parsed
-        exp = decode_exponent(scales)
-        if exp:
-            scales = mul_pow2_(scales.clone(), exp)
-        raw = read_tensor(raw_view, torch.uint8, self.device)
+        plan = self.rotation.plan(header.d)
+        scales, exp = rescaled(parsed[0])
+        raw = parsed[1]
         blocks = -(-plan.padded // self.block)
-        idx = bitpack.unpack(raw, blocks, self.block * self.bits)
+        packed = read_tensor(raw, torch.uint8, self.device)
+        idx = bitpack.unpack(packed, blocks, self.block * self.bits)
         c = self._codewords[idx].reshape(-1)[: plan.padded].clone()
-        rot.scale_pieces_(c, plan, scales)
-        out = rot.inverse(c, plan, header.rotations, seed=seed, client=client)
-        return restore(out, exp)
+        rotated = Rotated(plan, header.rotations, c)
+        return _pieces.scaled_inverse(
+            self.rotation, rotated, scales, exp, seed=seed, client=client
+        )
