@@ -1,11 +1,18 @@
 """End-to-end on loopback: flower-superlink + 2 flower-supernode processes (slow).
 
-Runs ``tests/deployment_app`` through ``CompressedStrategy`` + ``compression_mod``:
+Runs ``tests/deployment_app`` through ``CompressedStrategy`` + ``compression_mod``
+(the helpers are in ``tests/loopback.py``):
 
 * insecure, SuperNodes behind a byte-counting proxy: an EDEN 1-bit run and an fp32
   run of a 151,556-parameter MLP. Checks the run status (``flwr ls``), that the
   recorded per-round byte metrics match the protobuf bodies that crossed the wire
   within 1%, and that EDEN-1 uplink is >= 25x below fp32;
+* the same with compressed broadcasts: EDEN 1-bit uplink with an EDEN 8-bit
+  downlink in model mode, then in delta mode (full model, corrections, nothing
+  new); the downlink bytes must match the wire within 1% as well;
+* delta mode, one SuperNode SIGKILLed (with its children) between two rounds and
+  restarted: the run completes and the restarted node, which comes back with a new
+  node id, gets the full model, then corrections;
 * TLS with a throwaway CA: one EDEN run to completion.
 
 Every process is started in its own session and stopped by its PID (group).
@@ -14,251 +21,37 @@ Every process is started in its own session and stopped by its PID (group).
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from loopback import (
+    Processes,
+    activated_nodes,
+    cli_home,
+    kill_tree,
+    make_ca,
+    node_ids,
+    restart,
+    run_app,
+    start_superlink,
+    start_supernode,
+    submit,
+    wait_finished,
+    wait_for,
+)
 from wire_proxy import CountingProxy, attribute
 
 pytestmark = pytest.mark.slow
 
-BIN = Path(sys.executable).parent
-APP = Path(__file__).resolve().parent / "deployment_app"
 HIDDEN = 4096  # 151,556 parameters
-RUN_TIMEOUT = 240
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _env(home: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        FLWR_HOME=str(home),
-        FLWR_TELEMETRY_ENABLED="0",
-        FLWR_DISABLE_UPDATE_CHECK="1",
-        FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION="1",
-        PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
-    )
-    return env
-
-
-class Processes:
-    """Processes this test started; ``stop_all`` ends each one by its PID."""
-
-    def __init__(self, root: Path) -> None:
-        self.root, self.procs = root, []
-
-    def start(self, name: str, cmd: list[str], home: Path) -> subprocess.Popen:
-        home.mkdir(parents=True, exist_ok=True)
-        log = open(self.root / f"{name}.log", "wb")  # noqa: SIM115 - closed in stop_all
-        proc = subprocess.Popen(
-            cmd,
-            env=_env(home),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        self.procs.append((name, proc, log))
-        return proc
-
-    def stop_all(self) -> None:
-        for _, proc, _ in reversed(self.procs):
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)  # the group this test created
-        deadline = time.time() + 15
-        for _, proc, log in self.procs:
-            try:
-                proc.wait(max(0.1, deadline - time.time()))
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
-            log.close()
-        for _, proc, _ in self.procs:
-            assert proc.poll() is not None
-
-    def logs(self) -> str:
-        return "\n".join(
-            f"--- {name}.log ---\n"
-            + (self.root / f"{name}.log").read_text(errors="replace")[-3000:]
-            for name, _, _ in self.procs
-        )
-
-
-def _start_deployment(
-    procs: Processes, root: Path, *, tls: dict[str, Path] | None
-) -> tuple[int, int]:
-    """Start a SuperLink; returns (link port, fleet port)."""
-    port = _free_port()
-    link = [
-        str(BIN / "flower-superlink"),
-        "--disable-runtime-dependency-installation",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
-    link += (
-        [
-            "--ssl-ca-certfile",
-            str(tls["ca"]),
-            "--ssl-certfile",
-            str(tls["cert"]),
-            "--ssl-keyfile",
-            str(tls["key"]),
-        ]
-        if tls
-        else ["--insecure"]
-    )
-    procs.start("superlink", link, root / "home-link")
-    return port, port
 
 
 def _start_supernodes(
     procs: Processes, root: Path, fleet_port: int, *, tls: dict[str, Path] | None
 ) -> None:
     for i in range(2):
-        cmd = [
-            str(BIN / "flower-supernode"),
-            "--superlink",
-            f"127.0.0.1:{fleet_port}",
-            "--port",
-            str(_free_port()),
-            "--node-config",
-            f"partition-id={i} num-partitions=2",
-        ]
-        cmd += ["--root-certificates", str(tls["ca"])] if tls else ["--insecure"]
-        procs.start(f"supernode{i}", cmd, root / f"home-sn{i}")
-
-
-def _cli_home(root: Path, port: int, tls: dict[str, Path] | None) -> Path:
-    home = root / "home-cli"
-    home.mkdir(parents=True, exist_ok=True)
-    conn = f'root-certificates = "{tls["ca"]}"' if tls else "insecure = true"
-    (home / "config.toml").write_text(
-        '[superlink]\ndefault = "deploy"\n\n[superlink.deploy]\n'
-        f'address = "127.0.0.1:{port}"\n{conn}\n'
-    )
-    return home
-
-
-def _flwr(home: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [str(BIN / "flwr"), *args],
-        env=_env(home),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=home,
-    )
-
-
-def _run_app(home: Path, procs: Processes, run_config: str) -> int:
-    """Submit a run, wait for it through ``flwr ls`` and return its id."""
-    deadline = time.time() + 90
-    while True:  # the SuperLink may still be starting
-        res = _flwr(
-            home,
-            "run",
-            str(APP),
-            "deploy",
-            "--format",
-            "json",
-            "--run-config",
-            run_config,
-        )
-        try:
-            submitted = json.loads(res.stdout)
-        except json.JSONDecodeError:
-            submitted = {"success": False}
-        if submitted.get("success") or time.time() > deadline:
-            break
-        time.sleep(3)
-    assert res.returncode == 0 and submitted.get("success"), (
-        res.stdout + res.stderr + procs.logs()
-    )
-    run_id = int(
-        next(v for k, v in submitted.items() if k.replace("-", "_") == "run_id")
-    )
-    deadline = time.time() + RUN_TIMEOUT
-    status = ""
-    while time.time() < deadline:
-        ls = _flwr(home, "ls", "--format", "json", "--run-id", str(run_id))
-        if ls.returncode == 0:
-            runs = json.loads(ls.stdout).get("runs", [])
-            status = runs[0]["status"] if runs else ""
-            if status.startswith("finished"):
-                break
-        time.sleep(3)
-    assert status == "finished:completed", (
-        f"run {run_id}: {status!r}\n{ls.stdout}{ls.stderr}" + procs.logs()
-    )
-    return run_id
-
-
-def _make_ca(root: Path) -> dict[str, Path]:
-    d = root / "certs"
-    d.mkdir()
-
-    def ssl(*args: str) -> None:
-        subprocess.run(
-            ["openssl", *args], cwd=d, check=True, capture_output=True, timeout=60
-        )
-
-    ssl(
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-        "-days",
-        "1",
-        "-subj",
-        "/CN=fedrot-test-ca",
-    )
-    ssl(
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=127.0.0.1",
-    )
-    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    ssl(
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.crt",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.pem",
-        "-days",
-        "1",
-        "-extfile",
-        "san.ext",
-    )
-    return {"ca": d / "ca.crt", "cert": d / "server.pem", "key": d / "server.key"}
+        start_supernode(procs, root, fleet_port, i, 2, tls=tls)
 
 
 def _recorded(results: dict) -> dict[tuple[str, int, str], int]:
@@ -273,77 +66,229 @@ def _recorded(results: dict) -> dict[tuple[str, int, str], int]:
     return out
 
 
-def test_insecure_deployment_bytes_match_the_wire(tmp_path: Path) -> None:
+def _runs_match_the_wire(
+    tmp_path: Path, runs: list[tuple[str, str]]
+) -> dict[str, dict]:
+    """Run each (label, run config) on one proxied deployment; check that every
+    recorded per-phase byte count matches the wire within 1%."""
     procs = Processes(tmp_path)
     proxy = None
+    summary = {}
     try:
-        port, _ = _start_deployment(procs, tmp_path, tls=None)
+        port = start_superlink(procs, tmp_path)
         proxy = CountingProxy(port).start()
         _start_supernodes(procs, tmp_path, proxy.port, tls=None)
-        home = _cli_home(tmp_path, port, None)
-        summary = {}
-        for codec, rounds in (("eden", 2), ("fp32", 1)):
+        home = cli_home(tmp_path, port)
+        for label, run_config in runs:
             before = len(proxy.snapshot())
-            out = tmp_path / f"{codec}.json"
-            _run_app(
-                home,
-                procs,
-                f"codec='{codec}' bits=1.0 hidden={HIDDEN} "
-                f"num-server-rounds={rounds} results-path='{out}'",
-            )
+            out = tmp_path / f"{label}.json"
+            run_app(home, procs, f"{run_config} results-path='{out}'")
             results = json.loads(out.read_text())
             assert results["num_params"] >= 100_000
             measured = attribute(proxy.snapshot()[before:])
             recorded = _recorded(results)
             assert set(recorded) == set(measured), (recorded, measured)
-            for key, value in recorded.items():
-                wire = measured[key]["bytes"]
-                assert abs(value - wire) <= 0.01 * wire, (
-                    codec,
-                    key,
-                    value,
-                    measured[key],
-                )
-            summary[codec] = {
-                "recorded": recorded,
-                "measured": measured,
-                "results": results,
-            }
             print(
                 json.dumps(
                     {
-                        codec: {
-                            "|".join(map(str, k)): {"recorded": v, **measured[k]}
+                        label: {
+                            "|".join(map(str, k)): {
+                                "recorded": v,
+                                **measured[k],
+                                "error-%": round(
+                                    100
+                                    * (v - measured[k]["bytes"])
+                                    / measured[k]["bytes"],
+                                    4,
+                                ),
+                            }
                             for k, v in recorded.items()
                         }
                     },
                     indent=1,
                 )
             )
-        eden_up = summary["eden"]["measured"][("train", 1, "uplink")]["bytes"]
-        fp32_up = summary["fp32"]["measured"][("train", 1, "uplink")]["bytes"]
-        print(
-            f"uplink train bytes per round: fp32 {fp32_up}, eden-1bit {eden_up}, "
-            f"ratio {fp32_up / eden_up:.1f}x"
-        )
-        assert fp32_up / eden_up >= 25
-        acc = summary["eden"]["results"]["server"]
-        assert acc["2"]["acc"] > acc["0"]["acc"]
+            for key, value in recorded.items():
+                wire = measured[key]["bytes"]
+                assert abs(value - wire) <= 0.01 * wire, (
+                    label,
+                    key,
+                    value,
+                    measured[key],
+                )
+            summary[label] = {
+                "recorded": recorded,
+                "measured": measured,
+                "results": results,
+            }
     finally:
         procs.stop_all()
         if proxy is not None:
             proxy.stop()
+    return summary
+
+
+def test_insecure_deployment_bytes_match_the_wire(tmp_path: Path) -> None:
+    summary = _runs_match_the_wire(
+        tmp_path,
+        [
+            ("eden", f"codec='eden' bits=1.0 hidden={HIDDEN} num-server-rounds=2"),
+            ("fp32", f"codec='fp32' hidden={HIDDEN} num-server-rounds=1"),
+        ],
+    )
+    eden_up = summary["eden"]["measured"][("train", 1, "uplink")]["bytes"]
+    fp32_up = summary["fp32"]["measured"][("train", 1, "uplink")]["bytes"]
+    print(
+        f"uplink train bytes per round: fp32 {fp32_up}, eden-1bit {eden_up}, "
+        f"ratio {fp32_up / eden_up:.1f}x"
+    )
+    assert fp32_up / eden_up >= 25
+    acc = summary["eden"]["results"]["server"]
+    assert acc["2"]["acc"] > acc["0"]["acc"]
+
+
+def test_compressed_downlink_bytes_match_the_wire(tmp_path: Path) -> None:
+    """EDEN 8-bit broadcasts, model and delta mode: recorded = wire within 1%."""
+    uplink = f"codec='eden' bits=1.0 hidden={HIDDEN}"
+    downlink = "downlink-codec='eden' downlink-bits=8.0"
+    summary = _runs_match_the_wire(
+        tmp_path,
+        [
+            ("model", f"{uplink} {downlink} downlink-mode='model' num-server-rounds=1"),
+            ("delta", f"{uplink} {downlink} downlink-mode='delta' num-server-rounds=2"),
+        ],
+    )
+    d = summary["model"]["results"]["num_params"]
+    fp32_model = 4 * d
+    for label in ("model", "delta"):
+        results = summary[label]["results"]
+        for metrics in results["train"].values():
+            assert metrics["fedrot.failed-replies"] == 0, (label, metrics)
+            assert metrics["fedrot.total-bytes"] == (
+                metrics["fedrot.uplink-bytes"] + metrics["fedrot.downlink-bytes"]
+            )
+    wire = {
+        label: {
+            f"{phase}{rnd}": v["bytes"]
+            for (phase, rnd, way), v in summary[label]["measured"].items()
+            if way == "downlink"
+        }
+        for label in ("model", "delta")
+    }
+    print(f"downlink bytes on the wire, 2 nodes (fp32 model: {fp32_model} B): {wire}")
+    # model mode: one 8-bit model per node and phase (~d bytes), about 4x below fp32
+    for phase in ("train1", "evaluate1"):
+        assert 2 * d < wire["model"][phase] < 2 * 1.3 * d, (phase, wire["model"])
+    # delta mode: nodes start without state, so round 1's train carries the exact
+    # model (fp32) to both; the evaluate instruction then carries one 8-bit
+    # correction; round 2 trains from the model the nodes already hold
+    delta = summary["delta"]["results"]["phases"]
+    payloads = {
+        (p["type"], p["round"]): sorted(tuple(s["payloads"]) for s in p["sent"])
+        for p in delta
+    }
+    assert payloads[("train", 1)] == [("full",), ("full",)], payloads
+    assert payloads[("evaluate", 1)] == [("1",), ("1",)], payloads
+    assert payloads[("train", 2)] == [(), ()], payloads
+    assert wire["delta"]["train1"] > 2 * fp32_model
+    assert 2 * d < wire["delta"]["evaluate1"] < 2 * 1.3 * d
+    assert wire["delta"]["train2"] < 0.01 * fp32_model
+    acc = summary["delta"]["results"]["server"]
+    assert acc["2"]["acc"] > acc["0"]["acc"]
+
+
+def test_restarted_supernode_gets_the_full_model(tmp_path: Path) -> None:
+    """Delta broadcasts; SuperNode 1 is SIGKILLed (with its flower-superexec and
+    flwr-clientapp children) between rounds 1 and 2 and started again."""
+    control = tmp_path / "control"
+    control.mkdir()
+    procs = Processes(tmp_path)
+    try:
+        port = start_superlink(procs, tmp_path)
+        _start_supernodes(procs, tmp_path, port, tls=None)
+        home = cli_home(tmp_path, port)
+        wait_for(
+            "2 SuperNodes active",
+            lambda: len(activated_nodes(tmp_path)) == 2,
+            timeout=60,
+            procs=procs,
+        )
+        out = tmp_path / "restart.json"
+        run_id = submit(
+            home,
+            procs,
+            "codec='eden' bits=1.0 downlink-codec='eden' downlink-bits=8.0 "
+            "downlink-mode='delta' num-server-rounds=2 hidden=256 "
+            f"control-dir='{control}' pause-after-round=1 results-path='{out}'",
+        )
+        paused = control / "paused-1"
+        wait_for("the pause after round 1", paused.exists, timeout=180, procs=procs)
+        victim = node_ids(tmp_path, "supernode1")[-1]
+        killed = kill_tree(procs.latest("supernode1").proc)
+        print(f"SIGKILLed between rounds: {killed}")
+        restart(procs, "supernode1")
+        wait_for(
+            "the restarted SuperNode active",
+            lambda: len(activated_nodes(tmp_path)) == 3,
+            timeout=60,
+            procs=procs,
+        )
+        (control / "resume-1").write_text("")
+        resumed = time.time()
+        status = wait_finished(home, procs, run_id, timeout=240)
+        print(f"round 2 and the end of the run: {time.time() - resumed:.1f} s")
+        assert status == "finished:completed", status + procs.logs()
+        restarted = node_ids(tmp_path, "supernode1")[-1]
+        survivor = node_ids(tmp_path, "supernode0")[-1]
+    finally:
+        procs.stop_all()
+    # between rounds no ClientApp runs; a finished one may linger as a zombie
+    commands = " ".join(killed.values())
+    assert "flower-supernode" in commands and "flower-superexec" in commands, killed
+    assert restarted not in (victim, survivor), "Flower 1.41 gives a new node id"
+    results = json.loads(out.read_text())
+    print(json.dumps(results["phases"], indent=1))
+    phases = {(p["type"], p["round"]): p for p in results["phases"]}
+    sent = {key: {s["node"]: s for s in p["sent"]} for key, p in phases.items()}
+    replies = {key: {r["node"]: r for r in p["replies"]} for key, p in phases.items()}
+    payloads = {
+        key: {n: s["payloads"] for n, s in v.items()} for key, v in sent.items()
+    }
+    # round 1: both nodes start without state, so they get the exact model
+    assert payloads[("train", 1)] == {victim: ["full"], survivor: ["full"]}
+    assert payloads[("evaluate", 1)] == {victim: ["1"], survivor: ["1"]}
+    # round 2: the restarted node (new id, no state) gets the exact model, the
+    # survivor already holds version 1 and gets nothing but the settings; the
+    # SuperLink lists the killed node until its heartbeat expires, so it may be
+    # sent an instruction, answered by the SuperLink as "node unavailable"
+    train2 = sent[("train", 2)]
+    assert payloads[("train", 2)][restarted] == ["full"], payloads
+    assert train2[restarted]["base"] == -1
+    assert payloads[("train", 2)][survivor] == [], payloads
+    assert train2[survivor]["base"] == train2[survivor]["version"] == 1
+    for node in (restarted, survivor):
+        assert "error-code" not in replies[("train", 2)][node], replies
+    lost = int(victim in train2)
+    metrics = results["train"]["2"]
+    print(f"victim sent round 2: {bool(lost)}; round-2 train metrics: {metrics}")
+    assert metrics["fedrot.failed-replies"] == lost, metrics
+    assert metrics["fedrot.failed-replies.node-unavailable"] == lost, metrics
+    # the restarted node's reply confirmed version 1: its evaluate instruction
+    # carries only the next correction
+    eval2 = sent[("evaluate", 2)][restarted]
+    assert eval2["base"] == 1 and eval2["payloads"] == ["2"], eval2
+    assert "error-code" not in replies[("evaluate", 2)][restarted], replies
 
 
 def test_tls_deployment_completes(tmp_path: Path) -> None:
-    tls = _make_ca(tmp_path)
+    tls = make_ca(tmp_path)
     procs = Processes(tmp_path)
     try:
-        port, fleet = _start_deployment(procs, tmp_path, tls=tls)
-        _start_supernodes(procs, tmp_path, fleet, tls=tls)
-        home = _cli_home(tmp_path, port, tls)
+        port = start_superlink(procs, tmp_path, tls=tls)
+        _start_supernodes(procs, tmp_path, port, tls=tls)
+        home = cli_home(tmp_path, port, tls)
         out = tmp_path / "tls.json"
-        _run_app(
+        run_app(
             home,
             procs,
             f"codec='eden' bits=2.0 num-server-rounds=1 results-path='{out}'",
