@@ -5,10 +5,11 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from .base import Codec, CodecInfo
+from .base import Codec
 from .drive import DriveCodec
 from .eden import EdenCodec
 from .hadamard_sq import HadamardSQCodec
+from .info import CodecInfo
 from .qsgd import QsgdCodec
 from .quic_fl import QuicFLCodec
 from .randk import RandKCodec

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -24,6 +25,7 @@ __all__ = [
     "read_f32",
     "scales_and_codes",
     "ScalesAndCodes",
+    "aggregate_weights",
 ]
 
 #: Parsed body sections: float32 scales (as read) and the packed codes.
@@ -145,3 +147,32 @@ def scales_and_codes(
     packed codes (checked before anything is read)."""
     reader.expect_remaining(4 * n + code_bytes, what)
     return read_f32(reader, n, device), reader.rest()
+
+
+def aggregate_weights(
+    n: int, clients: Sequence[int], weights: Sequence[float] | None
+) -> torch.Tensor:
+    """Validate the arguments of an aggregation of ``n`` payloads; returns the
+    normalized float64 weights (uniform when ``weights`` is None)."""
+    if n == 0:
+        raise ValueError("`blobs` is empty; aggregate needs at least one payload.")
+    if len(clients) != n:
+        raise ValueError(
+            f"`clients` must have one id per payload: {n} payloads, {len(clients)} ids."
+        )
+    for c in clients:
+        check_id("clients[i]", c)
+    if weights is None:
+        w = np.ones(n)
+    else:
+        w = np.asarray(list(weights), dtype=np.float64)
+        if w.shape != (n,):
+            raise ValueError(
+                f"`weights` must have one value per payload: {n} payloads, "
+                f"{w.size} weights."
+            )
+        if not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+            raise ValueError(
+                f"`weights` must be finite, >= 0 and not all zero. Found {w.tolist()}."
+            )
+    return torch.from_numpy(w / w.sum())

@@ -12,17 +12,16 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, ClassVar
 
-import numpy as np
 import torch
 
 from .. import wire
 from ..errors import PayloadError
 from . import _scaling
 from ._io import (
+    aggregate_weights,
     as_vector,
     check_finite,
     check_id,
@@ -32,55 +31,12 @@ from ._io import (
 )
 from ._params import ParamLayout
 from ._rotation import Rotation
+from .info import CodecInfo
 
 __all__ = ["Codec", "CodecInfo", "Payloads"]
 
 #: Checked payloads: each header with the sections its codec's ``_parse`` returned.
 Payloads = list[tuple[wire.Header, Any]]
-
-
-@dataclass(frozen=True)
-class CodecInfo:
-    """Facts about a codec applied to vectors of length ``d``.
-
-    Attributes
-    ----------
-    name, params
-        Registry name and keyword parameters.
-    d
-        Vector length the facts refer to.
-    payload_bytes
-        Payload size in bytes: exact when ``exact_size`` is True; otherwise the
-        *expected* size (fractional and sub-bit EDEN, whose counts come from a
-        seeded mask; QUIC-FL, whose outlier count depends on the data), for
-        Gaussian-like input.
-    exact_size
-        Whether every payload for an input of length ``d`` has exactly
-        ``payload_bytes`` bytes.
-    header_bytes
-        Bytes of the payload that are not packed codes/values: envelope, parameters,
-        counts and per-piece scales.
-    bits_per_coordinate
-        ``8 * payload_bytes / d``.
-    unbiased
-        Whether E[decode(encode(x))] = x.
-    shared_rotation
-        Whether all clients of a round share one rotation (server inverts once).
-    expected_vnmse
-        vNMSE for Gaussian input at large d (theory), or None when it depends on
-        the data.
-    """
-
-    name: str
-    params: dict[str, Any]
-    d: int
-    payload_bytes: int
-    exact_size: bool
-    header_bytes: int
-    bits_per_coordinate: float
-    unbiased: bool
-    shared_rotation: bool
-    expected_vnmse: float | None
 
 
 class Codec(ABC):
@@ -242,7 +198,7 @@ class Codec(ABC):
         Every payload passes :meth:`check` (all with the d of payload 0) before any
         is decoded. Raises :class:`PayloadError` naming the bad payload.
         """
-        w = self._check_aggregate_args(blobs, clients, weights)
+        w = aggregate_weights(len(blobs), clients, weights)
         payloads: Payloads = []
         d: int | None = None
         for i, blob in enumerate(blobs):
@@ -409,35 +365,3 @@ class Codec(ABC):
                 f"Payload declares {header.rotations} rotations and chunk size "
                 f"2**{header.chunk_log2}; {self.name} uses neither."
             )
-
-    @staticmethod
-    def _check_aggregate_args(
-        blobs: Sequence[bytes],
-        clients: Sequence[int],
-        weights: Sequence[float] | None,
-    ) -> torch.Tensor:
-        n = len(blobs)
-        if n == 0:
-            raise ValueError("`blobs` is empty; aggregate needs at least one payload.")
-        if len(clients) != n:
-            raise ValueError(
-                f"`clients` must have one id per payload: {n} payloads, "
-                f"{len(clients)} ids."
-            )
-        for c in clients:
-            check_id("clients[i]", c)
-        if weights is None:
-            w = np.ones(n)
-        else:
-            w = np.asarray(list(weights), dtype=np.float64)
-            if w.shape != (n,):
-                raise ValueError(
-                    f"`weights` must have one value per payload: {n} payloads, "
-                    f"{w.size} weights."
-                )
-            if not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
-                raise ValueError(
-                    "`weights` must be finite, >= 0 and not all zero. "
-                    f"Found {w.tolist()}."
-                )
-        return torch.from_numpy(w / w.sum())
