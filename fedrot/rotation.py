@@ -104,46 +104,50 @@ def rotate(xp: torch.Tensor, plan: ChunkPlan, keys: list[int]) -> torch.Tensor:
     >>> bool(torch.allclose(unrotate(y, plan, rotation_keys(7, 3, 2)), x, atol=1e-6))
     True
     """
-    _check_padded(xp, plan)
-    buf = xp.clone()
-    rotate_(buf, plan, keys)
+    buf = _checked(xp, plan).clone()
+    _stack_(buf, plan, keys, inverse=False)
     return buf
 
 
 def rotate_(buf: torch.Tensor, plan: ChunkPlan, keys: list[int]) -> None:
     """In-place :func:`rotate` of a contiguous padded vector; returns None."""
-    _check_padded(buf, plan)
-    if keys and _fused_(buf, plan, keys, inverse=False):
-        return
-    for key in keys:
-        buf.mul_(signs_torch(key, plan.padded, device=buf.device, dtype=buf.dtype))
-        _transform_pieces_(buf, plan)
+    _stack_(_checked(buf, plan), plan, keys, inverse=False)
 
 
 def unrotate(y: torch.Tensor, plan: ChunkPlan, keys: list[int]) -> torch.Tensor:
     """Invert :func:`rotate`: keys in reverse; FWHT every piece, then apply signs."""
-    _check_padded(y, plan)
-    buf = y.clone()
-    unrotate_(buf, plan, keys)
+    buf = _checked(y, plan).clone()
+    _stack_(buf, plan, keys, inverse=True)
     return buf
 
 
 def unrotate_(buf: torch.Tensor, plan: ChunkPlan, keys: list[int]) -> None:
     """In-place :func:`unrotate` of a contiguous padded vector; returns None."""
-    _check_padded(buf, plan)
-    if keys and _fused_(buf, plan, keys, inverse=True):
+    _stack_(_checked(buf, plan), plan, keys, inverse=True)
+
+
+def _stack_(
+    buf: torch.Tensor, plan: ChunkPlan, keys: list[int], *, inverse: bool
+) -> None:
+    """The RHT stack in place: per key signs then FWHT, or (inverse) keys reversed,
+    FWHT then signs; the compiled kernel when available."""
+    if keys and _fused_(buf, plan, keys, inverse=inverse):
         return
-    for key in reversed(keys):
-        _transform_pieces_(buf, plan)
+    for key in reversed(keys) if inverse else keys:
+        if inverse:
+            _transform_pieces_(buf, plan)
         buf.mul_(signs_torch(key, plan.padded, device=buf.device, dtype=buf.dtype))
+        if not inverse:
+            _transform_pieces_(buf, plan)
 
 
-def _check_padded(v: torch.Tensor, plan: ChunkPlan) -> None:
+def _checked(v: torch.Tensor, plan: ChunkPlan) -> torch.Tensor:
     if v.dim() != 1 or v.shape[0] != plan.padded:
         raise ValueError(
             f"Expected a 1-D vector of padded length {plan.padded}. "
             f"Found shape {tuple(v.shape)}."
         )
+    return v
 
 
 def kurtosis_ratio(xp: torch.Tensor, plan: ChunkPlan) -> list[torch.Tensor]:
