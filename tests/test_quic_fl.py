@@ -244,3 +244,35 @@ def test_corrupt_payloads_are_rejected() -> None:
     other = fedrot.get_codec("quic-fl", bits=3)
     with pytest.raises(fedrot.PayloadError, match="parameters"):
         other.decode(bytes(blob), seed=1, client=1)
+
+
+@pytest.mark.parametrize("outlier_fraction", [1 / 128, 1 / 2048])
+def test_outlier_count_bound_is_tight_and_forged_counts_beyond_it_fail(
+    outlier_fraction: float,
+) -> None:
+    # sum(z^2) = D per piece, so at most D / T^2 coordinates can exceed T: build
+    # the rotated vector with exactly that many equal entries and rotate it back
+    from fedrot.codecs._rotation import Rotated, Rotation
+
+    codec = fedrot.get_codec(
+        "quic-fl", bits=2, rotations=1, outlier_fraction=outlier_fraction
+    )
+    d = 4096
+    t = codec.table.threshold
+    most = int(d / t**2)
+    if d / most <= t * t:  # strictly above the threshold
+        most -= 1
+    y = torch.zeros(d, dtype=torch.float64)
+    y[:most] = 1.0
+    rotation = Rotation(1, shared=True)
+    plan = rotation.plan(d)
+    x = rotation.inverse(Rotated(plan, 1, y.float()), seed=3, client=0)
+    blob = codec.encode(x, seed=3, client=5)
+    assert _outliers(blob) == most  # the bound is reached by a genuine payload
+    assert codec.decode(blob, seed=3, client=5).shape == (d,)
+    limit = int(plan.padded * 1.001 / t**2) + plan.num_pieces
+    for count in (limit + 1, plan.padded):
+        forged = bytearray(blob)
+        struct.pack_into("<Q", forged, HEAD, count)
+        with pytest.raises(fedrot.PayloadError, match="at most"):
+            codec.check(_recrc(forged))

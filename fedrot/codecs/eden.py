@@ -209,7 +209,7 @@ class EdenCodec(Codec):
         if self.bits >= 1:
             return d, self._parse_dense(d, layers, reader)
         m = reader.u64()
-        _check_plausible_count(m, d, self.bits)
+        _check_plausible_count(m, d, self.bits, "kept")
         if (m == 0) != (layers == 0):
             raise PayloadError(
                 f"Payload keeps {m} coordinate(s) but declares {layers} RHT layer(s)."
@@ -224,11 +224,7 @@ class EdenCodec(Codec):
         n_hi = 0
         if self._frac:
             n_hi = reader.u64()
-            if n_hi > plan.padded:
-                raise PayloadError(
-                    f"Payload declares {n_hi} ceil-bit coordinates out of "
-                    f"{plan.padded}."
-                )
+            _check_plausible_count(n_hi, plan.padded, self._frac, "ceil-bit")
         reader.expect_remaining(
             4 * plan.num_pieces + self._code_bytes(plan.padded, n_hi),
             "scales and codes",
@@ -298,15 +294,16 @@ class EdenCodec(Codec):
         return head + 4 * plan.num_pieces + codes, codes
 
 
-def _check_plausible_count(m: int, d: int, p: float) -> None:
-    """A Binomial(d, p) count more than 12 standard deviations off is corrupt.
+def _check_plausible_count(m: int, n: int, p: float, what: str) -> None:
+    """A count of a shared-seed mask (Binomial(n, p)) more than 12 standard
+    deviations off is corrupt (a genuine one is, with probability 1 - 1e-32).
 
-    This bounds the allocation of size d by the payload length, which carries about
-    p*d/8 bytes of codes.
+    For the kept count this bounds the allocation of size d by the payload length,
+    which carries about p*d/8 bytes of codes.
     """
-    sd = math.sqrt(d * p * (1 - p))
-    if m > d or abs(m - p * d) > 12 * sd + 12:
+    sd = math.sqrt(n * p * (1 - p))
+    if m > n or abs(m - p * n) > 12 * sd + 12:
         raise PayloadError(
-            f"Payload declares {m} kept coordinates out of d = {d} at keep "
-            f"probability {p}; that is impossible for a genuine payload."
+            f"Payload declares {m} {what} coordinates out of {n} at probability "
+            f"{p:g}; that is impossible for a genuine payload."
         )

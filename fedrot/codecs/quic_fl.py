@@ -179,9 +179,14 @@ class QuicFLCodec(Codec):
         """Checked body sections: plan, norms, packed codes, outlier indices, values."""
         plan = self.rotation.plan(header.d)
         n_out = reader.u64()
-        if n_out > plan.padded:
+        # Each piece has sum(z^2) = D, so at most D / T^2 of its |z| exceed T (with
+        # a margin for float32 rounding).
+        t = self.table.threshold
+        limit = int(plan.padded * 1.001 / t**2) + plan.num_pieces
+        if n_out > limit:
             raise PayloadError(
-                f"Payload declares {n_out} outliers out of {plan.padded} coordinates."
+                f"Payload declares {n_out} outliers out of {plan.padded} coordinates; "
+                f"normalized pieces have at most {limit} beyond the threshold {t:.3g}."
             )
         reader.expect_remaining(
             self._body_bytes(plan, n_out) - 8, "norms, codes and outliers"
