@@ -72,7 +72,7 @@ def run(grid: Grid, run_config: dict[str, Any]) -> Result:
         model = make_model(hidden)
         model.load_state_dict(arrays.to_torch_state_dict())
         loss, acc = evaluate(model, x_test, y_test)
-        if control_dir and server_round == pause_after:
+        if control_dir and pause_after > 0 and server_round == pause_after:
             pause_point(control_dir, server_round)
         return MetricRecord({"loss": loss, "acc": acc})
 
