@@ -25,6 +25,7 @@ from fedrot_sim.config import (  # noqa: E402
     parse_codec_params,
 )
 from fedrot_sim.data import dirichlet_partition  # noqa: E402
+from fedrot_sim.launcher import toml_value  # noqa: E402
 from fedrot_sim.presets import PRESETS, preset_configs  # noqa: E402
 from fedrot_sim.records import (  # noqa: E402
     RoundRecord,
@@ -49,6 +50,7 @@ from fedrot_sim.stats import (  # noqa: E402
 from fedrot_sim.sweep import main as sweep_main  # noqa: E402
 from flower_factories import FakeGrid, make_context, set_task_identity  # noqa: E402
 from flwr.app import Message  # noqa: E402
+from flwr.common.config import parse_config_args  # noqa: E402
 
 
 def _simulations(*args: str, timeout: int) -> subprocess.CompletedProcess[str]:
@@ -344,6 +346,21 @@ def test_summary_reports_seed_means_and_paired_intervals(tmp_path: Path) -> None
     assert png in paths and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_run_configs_reach_flwr_run_as_toml_values() -> None:
+    cfg = dataclasses.replace(
+        preset_configs("paper")[-1],
+        codec="eden",
+        codec_params={"bits": 0.5, "rotations": "auto"},
+        error_feedback=True,
+    )
+    overrides = " ".join(f"{k}={toml_value(v)}" for k, v in cfg.to_run_config().items())
+    # the parser `flwr run --run-config` uses
+    assert RunConfig.from_run_config(parse_config_args([overrides])) == cfg
+    assert toml_value(True) == "true" and toml_value(0.05) == "0.05"
+    with pytest.raises(ValueError, match="quote"):
+        toml_value("it's")
+
+
 def test_task_filter_selects_one_task_of_a_preset() -> None:
     shakespeare = preset_configs("paper", task="shakespeare", rounds=3)
     assert shakespeare and {c.task for c in shakespeare} == {"shakespeare"}
@@ -374,6 +391,7 @@ def test_cli_fails_fast_on_bad_options(tmp_path: Path) -> None:
         ["--preset", "smoke", "--out", str(tmp_path), "--bogus"],
         ["--preset", "smoke", "--out", str(tmp_path), "--task", "mnist"],
         ["--preset", "smoke", "--out", str(tmp_path), "--task", "shakespeare"],
+        ["--preset", "smoke", "--out", str(ROOT / "simulations" / "results")],
     ):
         out = _simulations(*args, timeout=120)
         assert out.returncode == 2, (args, out.stderr)

@@ -1,10 +1,12 @@
 """Sweep runner: ``python -m simulations --preset NAME --out DIR``.
 
-Runs every (setting, seed) of a preset (:mod:`fedrot_sim.presets`) on Flower's
-simulation engine, one run record per finished run (``DIR/runs/<run-id>.json``, see
-:mod:`fedrot_sim.records`; finished runs are skipped, so an interrupted sweep
-resumes), then writes ``DIR/results.csv``, ``DIR/summary.md`` and the plots
-``DIR/accuracy_vs_uplink.png`` and ``DIR/accuracy_vs_round.png``.
+Runs every (setting, seed) of a preset (:mod:`fedrot_sim.presets`) with ``flwr run``
+on a local simulation SuperLink (:mod:`fedrot_sim.launcher`), one run record per
+finished run (``DIR/runs/<run-id>.json``, see :mod:`fedrot_sim.records`; logs in
+``DIR/logs``; finished runs are skipped, so an interrupted sweep resumes), then
+writes ``DIR/results.csv``, ``DIR/summary.md`` and the plots
+``DIR/accuracy_vs_uplink.png``, ``DIR/accuracy_vs_round.png`` and
+``DIR/paired_difference.png``.
 
 Exit status: 0 when every run finished and no round lost a train reply; 1 when a
 run failed or a round lost replies (each named on stderr); 2 for bad options.
@@ -13,68 +15,16 @@ run failed or a round lost replies (each named on stderr); 2 for bad options.
 from __future__ import annotations
 
 import argparse
-import logging
-import os
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from .config import TASKS, RunConfig
+from .launcher import APP_DIR, LocalSuperLink
 from .presets import PRESETS, preset_configs
-from .records import (
-    RunResult,
-    environment,
-    lost_replies,
-    read_run_record,
-    write_run_record,
-)
+from .records import lost_replies, read_run_record
 from .report import write_reports
-
-
-def run_one(
-    cfg: RunConfig,
-    *,
-    on_round: Callable[[int], None] | None = None,
-    verbose: bool = False,
-) -> RunResult:
-    """Run one configuration on Flower's (Ray) simulation engine."""
-    from flwr.app import Context
-    from flwr.serverapp import Grid, ServerApp
-    from flwr.simulation import run_simulation
-
-    from .client_app import app as client_app
-    from .server_app import run
-
-    results: list[RunResult] = []
-    server_app = ServerApp()
-
-    @server_app.main()
-    def _main(grid: Grid, context: Context) -> None:
-        results.append(run(grid, cfg, on_round=on_round))
-
-    if not verbose:
-        logging.getLogger("flwr").setLevel(logging.WARNING)
-    run_simulation(
-        server_app=server_app,
-        client_app=client_app,
-        num_supernodes=cfg.num_clients,
-        backend_config={
-            "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-            "init_args": {
-                "num_cpus": os.cpu_count() or 1,
-                "include_dashboard": False,
-                "log_to_driver": False,
-            },
-        },
-    )
-    if not results:
-        raise RuntimeError(
-            f"Run {cfg.run_id} produced no result: the ServerApp failed "
-            "(see the log above)."
-        )
-    return results[0]
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -103,40 +53,50 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.rounds is not None and args.rounds < 1:
         parser.error(f"--rounds must be >= 1. Found {args.rounds}.")
+    if args.out.resolve().is_relative_to(APP_DIR):
+        parser.error(
+            f"--out {args.out} is inside the Flower app ({APP_DIR}), which `flwr run` "
+            "packages with every run; choose a directory outside it."
+        )
     return args
 
 
-def _expose_app_to_workers() -> None:
-    """Ray workers import the ClientApp as ``fedrot_sim.client_app``."""
-    app_dir = str(Path(__file__).resolve().parents[1])
-    os.environ["PYTHONPATH"] = os.pathsep.join(
-        p for p in (app_dir, os.environ.get("PYTHONPATH", "")) if p
-    )
+def _run_pending(pending: list[RunConfig], out: Path, *, verbose: bool) -> list[str]:
+    """Run each pending config through ``flwr run``; returns one line per failure.
 
-
-def _run_pending(
-    pending: list[RunConfig], runs_dir: Path, *, verbose: bool
-) -> list[str]:
-    """Run and record each pending config; returns one line per failed run."""
+    A run failed when its record is missing afterwards (the ServerApp writes it
+    last); its log is ``out/logs/<run-id>.log``.
+    """
     from tqdm import tqdm
 
-    env = environment()
+    runs_dir = out / "runs"
     failures = []
-    with tqdm(
-        total=sum(c.rounds for c in pending), unit="round", file=sys.stdout
-    ) as bar:
+    with (
+        tqdm(
+            total=sum(c.rounds for c in pending), unit="round", file=sys.stdout
+        ) as bar,
+        LocalSuperLink(out / ".flwr") as superlink,
+    ):
         for cfg in pending:
             bar.set_description(cfg.label)
-            started = time.perf_counter()
+            started, before = time.perf_counter(), bar.n
+            log_path = out / "logs" / f"{cfg.run_id}.log"
             try:
-                result = run_one(
-                    cfg, on_round=lambda _r: bar.update(1), verbose=verbose
+                superlink.run(
+                    cfg,
+                    records_dir=runs_dir,
+                    log_path=log_path,
+                    on_round=lambda _r: bar.update(1),
+                    echo=sys.stdout if verbose else None,
                 )
+                if not (runs_dir / f"{cfg.run_id}.json").exists():
+                    raise RuntimeError(f"the ServerApp wrote no record; see {log_path}")
             except Exception as exc:  # a failed run is reported, the sweep goes on
-                failures.append(f"run {cfg.run_id} ({cfg.label}) failed: {exc!r}")
-                bar.write(f"FAILED {cfg.run_id}: {exc!r}")
+                failures.append(f"run {cfg.run_id} ({cfg.label}) failed: {exc}")
+                bar.write(f"FAILED {cfg.run_id}: {exc}")
                 continue
-            write_run_record(runs_dir, cfg, result, env=env)
+            finally:
+                bar.update(before + cfg.rounds - bar.n)
             bar.write(
                 f"finished {cfg.label} (seed {cfg.seed}) in "
                 f"{time.perf_counter() - started:.0f} s"
@@ -163,7 +123,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     runs_dir = args.out / "runs"
     runs_dir.mkdir(parents=True, exist_ok=True)
-    _expose_app_to_workers()
     pending = [c for c in configs if not (runs_dir / f"{c.run_id}.json").exists()]
     print(
         f"preset {args.preset}: {len(configs)} runs, {len(configs) - len(pending)} "
@@ -172,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     failures: list[str] = []
     if pending and not args.report_only:
-        failures = _run_pending(pending, runs_dir, verbose=args.verbose)
+        failures = _run_pending(pending, args.out, verbose=args.verbose)
     docs = _finished_records(configs, runs_dir)
     if docs:
         paths = write_reports(docs, args.out)
@@ -183,4 +142,4 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if problems or not docs else 0
 
 
-__all__ = ["PRESETS", "main", "preset_configs", "run_one"]
+__all__ = ["PRESETS", "main", "preset_configs"]
