@@ -250,7 +250,7 @@ class Codec(ABC):
     def _encode(self, v: torch.Tensor, seed: int, client: int, exp: int) -> bytes:
         """Payload for a validated float32 vector on ``self.device`` (a private
         copy). ``v`` is the input times ``2**exp`` (0 unless ``prescales``): every
-        scale written must be divided back with :func:`_scaling.unscale`."""
+        scale written must be divided back (:func:`_scaling.scale_bytes`)."""
 
     def _parse(self, header: wire.Header, reader: wire.Reader) -> Any:
         """Check the body of a payload whose envelope and parameters were checked
