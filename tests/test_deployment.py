@@ -209,7 +209,7 @@ def test_restarted_supernode_gets_the_full_model(tmp_path: Path) -> None:
         home = cli_home(tmp_path, port)
         wait_for(
             "2 SuperNodes active",
-            lambda: len(activated_nodes(tmp_path)) == 2,
+            lambda: len(activated_nodes(tmp_path)) >= 2,
             timeout=60,
             procs=procs,
         )
@@ -228,8 +228,8 @@ def test_restarted_supernode_gets_the_full_model(tmp_path: Path) -> None:
         print(f"SIGKILLed between rounds: {killed}")
         restart(procs, "supernode1")
         wait_for(
-            "the restarted SuperNode active",
-            lambda: len(activated_nodes(tmp_path)) == 3,
+            "the restarted SuperNode registered",
+            lambda: len(node_ids(tmp_path, "supernode1")) == 2,
             timeout=60,
             procs=procs,
         )
