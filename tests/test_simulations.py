@@ -8,6 +8,7 @@ import json
 import math
 import subprocess
 import sys
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -398,10 +399,53 @@ def test_cli_fails_fast_on_bad_options(tmp_path: Path) -> None:
         assert "error:" in out.stderr
 
 
+def _processes_with_env(entry: str) -> list[int]:
+    """Live processes whose environment holds ``entry`` (Linux /proc)."""
+    pids = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if entry.encode() in (proc / "environ").read_bytes().split(b"\0"):
+                pids.append(int(proc.name))
+        except OSError:
+            continue
+    return pids
+
+
+def _kill_after_first_run(out: Path) -> dict[str, bytes]:
+    """Start the smoke sweep, SIGTERM it once a run finished; the records left."""
+    sweep = subprocess.Popen(
+        [sys.executable, "-m", "simulations", "--preset", "smoke", "--out", str(out)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    runs = out / "runs"
+    deadline = time.monotonic() + 600
+    while not list(runs.glob("*.json")) and time.monotonic() < deadline:
+        assert sweep.poll() is None, "the sweep ended before finishing a run"
+        time.sleep(1)
+    sweep.terminate()
+    assert sweep.wait(timeout=120) != 0
+    finished = {p.name: p.read_bytes() for p in runs.glob("*.json")}
+    assert finished and not list(runs.glob("*.tmp"))
+    # the SuperLink the sweep started (and everything under it) went with it
+    home = f"FLWR_HOME={(out / '.flwr').resolve()}"
+    deadline = time.monotonic() + 30
+    while _processes_with_env(home) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert _processes_with_env(home) == []
+    return finished
+
+
 @pytest.mark.slow
 def test_smoke_preset_end_to_end(tmp_path: Path) -> None:
+    finished = _kill_after_first_run(tmp_path)
     out = _simulations("--preset", "smoke", "--out", str(tmp_path), timeout=900)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    # the killed sweep's finished run was kept, not re-run
+    assert f"{len(finished)} already finished" in out.stdout
+    kept = {p.name: p.read_bytes() for p in (tmp_path / "runs").glob("*.json")}
+    assert kept.items() >= finished.items()
     runs = sorted((tmp_path / "runs").glob("*.json"))
     configs = preset_configs("smoke")
     assert len(runs) == len(configs)
@@ -439,6 +483,6 @@ def test_smoke_preset_end_to_end(tmp_path: Path) -> None:
     summary = (tmp_path / "summary.md").read_text()
     assert "| digits | fp32 |" in summary
     assert "| digits (digits-bn-mlp) | eden bits=1 |" in summary
-    # resumable: a second invocation finds every run finished and only rebuilds reports
+    # a third invocation finds every run finished and only rebuilds the reports
     again = _simulations("--preset", "smoke", "--out", str(tmp_path), timeout=300)
     assert again.returncode == 0 and "0 to run" in again.stdout

@@ -67,8 +67,8 @@ def flower_env(home: Path) -> dict[str, str]:
 class LocalSuperLink:
     """A ``flower-superlink --simulation`` this process starts and stops.
 
-    Use as a context manager; ``home`` becomes its ``FLWR_HOME`` (config, installed
-    apps, state database, log).
+    Use as a context manager; ``home`` becomes its ``FLWR_HOME`` (connection config,
+    installed apps, the SuperLink's log). Its state is in memory.
     """
 
     def __init__(self, home: Path) -> None:
@@ -102,9 +102,7 @@ class LocalSuperLink:
                 f"127.0.0.1:{_free_port()}",
                 "--health-server-address",
                 f"127.0.0.1:{_free_port()}",
-                "--database",
-                str(self.home / "state.db"),
-            ],
+            ],  # no --database: in-memory state, nothing stale for the next sweep
             env=flower_env(self.home),
             cwd=APP_DIR,
             stdout=log,
@@ -192,21 +190,26 @@ class LocalSuperLink:
                 text=True,
             )
             assert proc.stdout is not None  # PIPE above
-            for raw in proc.stdout:
-                line = _ANSI.sub("", raw)
-                log.write(line)
-                if echo is not None:
-                    echo.write(line)
-                text = line.strip()
-                if (
-                    text.startswith("INFO")
-                    and text.endswith(_ROUND_DONE)
-                    and done < cfg.rounds
-                ):
-                    done += 1
-                    if on_round is not None:
-                        on_round(done)
-            code = proc.wait()
+            try:
+                for raw in proc.stdout:
+                    line = _ANSI.sub("", raw)
+                    log.write(line)
+                    if echo is not None:
+                        echo.write(line)
+                    text = line.strip()
+                    if (
+                        text.startswith("INFO")
+                        and text.endswith(_ROUND_DONE)
+                        and done < cfg.rounds
+                    ):
+                        done += 1
+                        if on_round is not None:
+                            on_round(done)
+                code = proc.wait()
+            finally:  # interrupted: do not leave `flwr run` behind
+                if proc.poll() is None:
+                    proc.terminate()
+                    proc.wait()
         if code != 0:
             raise RuntimeError(
                 f"`flwr run` exited with code {code} for run {cfg.run_id}; see "
