@@ -37,6 +37,8 @@ from fedrot import _kernels
 from fedrot.codecs import get_codec
 from fedrot.hadamard import fwht_, fwht_reference
 
+from .flower import bench_flower
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -378,7 +380,7 @@ class Section:
     run: Callable[[], list[dict[str, Any]]]
 
 
-SECTION_KEYS = ("fwht", "codecs", "aggregation", "cuda", "simulation")
+SECTION_KEYS = ("fwht", "codecs", "aggregation", "cuda", "simulation", "flower")
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -430,6 +432,11 @@ def sections(*, quick: bool, reps: int) -> list[Section]:
             "simulation",
             "Default simulation: client encode vs local training",
             lambda: bench_simulation(reps),
+        ),
+        Section(
+            "flower",
+            "Flower integration per round: client mod, server wrapper, broadcasts",
+            lambda: bench_flower(1 << (16 if quick else 20), 10, reps),
         ),
     ]
 

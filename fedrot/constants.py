@@ -133,10 +133,14 @@ METRIC_FAILED_PREFIX = "fedrot.failed-replies."
 #: - ``mismatch``: the payload is of another codec, version or size, or the exact
 #:   arrays are missing or misshaped;
 #: - ``corrupt``: the payload fails its checks (CRC, lengths, values);
-#: - ``other-error``: any other error reply.
+#: - ``other-error``: any other error reply;
+#: - ``no-reply``: an instruction got no reply at all (e.g. the round's
+#:   ``Strategy.start(timeout=...)`` ran out before a crashed node was declared
+#:   unavailable); counted by number, since Flower does not say which node.
 FAILURE_REASONS = (
     "client-exception",
     "node-unavailable",
+    "no-reply",
     "client-mod",
     "no-payload",
     "mismatch",

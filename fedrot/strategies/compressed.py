@@ -335,6 +335,7 @@ class CompressedStrategy(Strategy):
         self._global: ArrayRecord | None = None
         self._layout: Layout | None = None
         self._round: int | None = None
+        self._instructions = 0
         self._downlink: dict[str, Traffic] = {}
 
     # ------------------------------------------------------------------ Strategy
@@ -385,6 +386,7 @@ class CompressedStrategy(Strategy):
         messages = list(
             self.strategy.configure_train(server_round, arrays, config, grid)
         )
+        self._instructions = len(messages)
         if self._sender is not None:
             self._sender.rewrite(messages, arrays, layout)
         self._downlink["train"] = self._instructions_bytes(messages)
@@ -413,7 +415,10 @@ class CompressedStrategy(Strategy):
         if self._sender is not None:
             self._sender.confirm(replies)
         decoded, failures = self._decode_replies(server_round, replies)
-        _raise_if_fedrot_lost(server_round, failures, len(replies))
+        if len(failures) == len(replies):  # nothing counted: whose fault?
+            _raise_if_fedrot_lost(server_round, failures)
+        missing = self._instructions - len(replies)
+        failures += [_Failure("no-reply", "no reply arrived")] * max(0, missing)
         arrays, metrics = self.strategy.aggregate_train(server_round, decoded)
         if arrays is not None and self._spec is not None:
             arrays = self._spec.cast(arrays)
@@ -675,14 +680,11 @@ def _error_reason(msg: Message) -> str:
     return "other-error"
 
 
-def _raise_if_fedrot_lost(
-    server_round: int, failures: list[_Failure], n_replies: int
-) -> None:
-    """Raise when no reply counted and every failure was fedrot's own."""
-    if not failures or len(failures) != n_replies:
+def _raise_if_fedrot_lost(server_round: int, failures: list[_Failure]) -> None:
+    """Raise if every one of a round's failed replies (none counted) was fedrot's."""
+    if not failures or not all(f.reason in FEDROT_FAILURES for f in failures):
         return
-    if not all(f.reason in FEDROT_FAILURES for f in failures):
-        return
+    n_replies = len(failures)
     first: dict[str, str] = {}
     for f in failures:
         first.setdefault(f.reason, f.problem)

@@ -290,3 +290,14 @@ def test_mask_is_fixed_by_the_first_model_not_by_drifted_dtypes() -> None:
         CompressedStrategy(FedMedian(), codec="eden"), arrays
     )
     assert len(NODE_IDS) == len(msgs)
+
+
+def test_instructions_without_a_reply_are_counted() -> None:
+    """A phase that ends on Flower's timeout returns fewer replies than nodes."""
+    arrays = make_arrays(0)
+    strategy = CompressedStrategy(FedAvg(), codec="eden", bits=1)
+    replies = _replies(strategy, arrays)
+    out, metrics = strategy.aggregate_train(1, replies[:2])
+    assert out is not None
+    assert metrics[METRIC_FAILED_PREFIX + "no-reply"] == 1
+    assert metrics[METRIC_FAILED_REPLIES] == 1
