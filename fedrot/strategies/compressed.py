@@ -32,24 +32,18 @@ Per round:
 from __future__ import annotations
 
 import json
-from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from logging import ERROR, INFO, WARNING
+from logging import INFO, WARNING
 from typing import Any
 
 import numpy as np
 from flwr.app import (
-    Array,
     ArrayRecord,
     ConfigRecord,
-    Error,
     Message,
     MetricRecord,
-    RecordDict,
 )
 from flwr.common import log
-from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import (
     FedAdagrad,
@@ -63,11 +57,8 @@ from flwr.serverapp.strategy import (
 
 import fedrot
 
-from .. import wire
 from ..broadcast import DownlinkSpec
 from ..constants import (
-    FAILURE_REASONS,
-    FEDROT_FAILURES,
     KEY_CODEC,
     KEY_CODEC_PARAMS,
     KEY_COMPRESS_MASK,
@@ -78,13 +69,10 @@ from ..constants import (
     METRIC_DOWNLINK_BYTES,
     METRIC_DOWNLINK_PAYLOAD_BYTES,
     METRIC_DOWNLINK_REQUESTS,
-    METRIC_FAILED_PREFIX,
-    METRIC_FAILED_REPLIES,
     METRIC_TOTAL_BYTES,
     METRIC_UPLINK_BYTES,
     METRIC_UPLINK_PAYLOAD_BYTES,
     METRIC_UPLINK_REQUESTS,
-    MOD_ERROR_PREFIX,
     UPDATE_DELTA,
     UPDATE_WEIGHTS,
 )
@@ -92,17 +80,12 @@ from ..records import (
     DEFAULT_EXACT_KEYS,
     Layout,
     ModelSpec,
-    assemble,
-    flatten,
-    float_arrays,
     mask_to_hex,
-    payload_stype,
     select_compressed,
-    split_reply,
-    with_content,
-    with_error,
 )
+from .decoding import ReplyDecoder
 from .downlink import DownlinkSender
+from .failures import Failure, failure_metrics, raise_if_fedrot_lost
 from .traffic import Traffic, instruction_bytes, reply_bytes
 
 __all__ = ["CompressedStrategy"]
@@ -111,43 +94,6 @@ __all__ = ["CompressedStrategy"]
 #: replies' arrays (exact types: a subclass may change the aggregation).
 _WEIGHTED_MEAN = (FedAvg, FedAvgM, FedProx, FedAdam, FedYogi, FedAdagrad)
 _MAX_SEED = 2**63 - 1  # ConfigRecord ints are signed 64-bit
-_CLIENT_EXCEPTION = {
-    ErrorCode.LOAD_CLIENT_APP_EXCEPTION,
-    ErrorCode.CLIENT_APP_RAISED_EXCEPTION,
-    ErrorCode.CLIENT_APP_CRASHED,
-}
-_NODE_UNAVAILABLE = {
-    ErrorCode.NODE_UNAVAILABLE,
-    ErrorCode.MESSAGE_UNAVAILABLE,
-    ErrorCode.REPLY_MESSAGE_UNAVAILABLE,
-}
-#: What to do when every reply of a round failed for one fedrot reason.
-_FIXES = {
-    "no-payload": "Add the client mod first in the ClientApp's mods: "
-    "`ClientApp(mods=[fedrot.clients.compression_mod])`.",
-    "client-mod": "The clients' reasons above say what to change.",
-    "mismatch": "Run the same fedrot version and codec settings on the server and "
-    "the clients, and return the received model's arrays from the ClientApp.",
-    "corrupt": "Run the same fedrot version on the server and the clients; payloads "
-    "that fail their checks on every client point to a version or transport problem.",
-}
-
-
-@dataclass(frozen=True)
-class _Failure:
-    reason: str  # one of FAILURE_REASONS
-    problem: str
-
-
-@dataclass(frozen=True)
-class _Entry:
-    """A reply that passed the checks: where its payload and exact arrays are."""
-
-    index: int
-    key: str
-    blob: bytes
-    exact: dict[str, Array]
-    node: int
 
 
 def _check_keys(name: str, patterns: Sequence[str] | None) -> tuple[str, ...] | None:
@@ -414,20 +360,31 @@ class CompressedStrategy(Strategy):
         uplink = self._replies_bytes(replies)
         if self._sender is not None:
             self._sender.confirm(replies)
-        decoded, failures = self._decode_replies(server_round, replies)
+        assert self._spec is not None  # set with self._global
+        decoder = ReplyDecoder(
+            codec=self.codec,
+            update=self.update,
+            layout=self._layout,
+            spec=self._spec,
+            global_arrays=self._global,
+            weight_key=getattr(self.strategy, "weighted_by_key", "num-examples"),
+        )
+        decoded, failures = decoder.decode(
+            replies,
+            seed=fedrot.round_seed(self.seed, server_round),
+            fast_path=self.fast_path,
+        )
         if len(failures) == len(replies):  # nothing counted: whose fault?
-            _raise_if_fedrot_lost(server_round, failures)
+            raise_if_fedrot_lost(server_round, failures)
         missing = self._instructions - len(replies)
-        failures += [_Failure("no-reply", "no reply arrived")] * max(0, missing)
+        failures += [Failure("no-reply", "no reply arrived")] * max(0, missing)
         arrays, metrics = self.strategy.aggregate_train(server_round, decoded)
         if arrays is not None and self._spec is not None:
             arrays = self._spec.cast(arrays)
         out = MetricRecord() if metrics is None else MetricRecord(dict(metrics.items()))
         self._add_bytes(out, uplink, self._downlink.pop("train", Traffic()))
-        counts = Counter(f.reason for f in failures)
-        out[METRIC_FAILED_REPLIES] = len(failures)
-        for reason in FAILURE_REASONS:
-            out[METRIC_FAILED_PREFIX + reason] = counts[reason]
+        for key, count in failure_metrics(failures).items():
+            out[key] = count
         return arrays, out
 
     def configure_evaluate(
@@ -475,176 +432,6 @@ class CompressedStrategy(Strategy):
             return arrays
         return self._spec.cast(arrays)
 
-    # ------------------------------------------------------------------ decoding
-    def _decode_replies(
-        self, server_round: int, replies: list[Message]
-    ) -> tuple[list[Message], list[_Failure]]:
-        """Replies with decoded arrays (failed ones as error replies); failures."""
-        assert self._global is not None and self._layout is not None  # set by caller
-        seed = fedrot.round_seed(self.seed, server_round)
-        out: list[Message] = list(replies)
-        failures: list[_Failure] = []
-        entries: list[_Entry] = []
-
-        def fail(i: int, failure: _Failure) -> None:
-            failures.append(failure)
-            if not replies[i].has_error():
-                out[i] = self._reject(replies[i], failure.problem)
-
-        for i, msg in enumerate(replies):
-            checked = self._check_reply(msg)
-            if isinstance(checked, _Failure):
-                fail(i, checked)
-            elif checked is not None:
-                entries.append(
-                    _Entry(
-                        i, checked[0], checked[1], checked[2], msg.metadata.src_node_id
-                    )
-                )
-        if not entries:
-            return out, failures
-        mean = self._fast_mean(replies, entries, seed) if self.fast_path else None
-        reference = (
-            flatten(self._global, self._layout) if self.update == UPDATE_DELTA else None
-        )
-        for entry in entries:
-            if mean is not None:
-                floats = mean
-            else:
-                try:
-                    vec = self._decode_one(entry.blob, seed, entry.node)
-                except (fedrot.PayloadError, RuntimeError, MemoryError) as exc:
-                    fail(entry.index, _Failure("corrupt", f"corrupt payload: {exc}"))
-                    continue
-                floats = float_arrays(
-                    vec if reference is None else reference + vec, self._layout
-                )
-            msg = replies[entry.index]
-            content = RecordDict(dict(msg.content.items()))
-            content[entry.key] = assemble(self._layout, floats, entry.exact)
-            out[entry.index] = with_content(msg, content)
-        return out, failures
-
-    def _check_reply(
-        self, msg: Message
-    ) -> _Failure | tuple[str, bytes, dict[str, Array]] | None:
-        """A failure, None (a lossless reply with nothing packed: passes as it is),
-        or (record key, payload, exact arrays) of a reply whose header fits."""
-        assert self._layout is not None and self._spec is not None
-        if msg.has_error():
-            return _Failure(_error_reason(msg), msg.error.reason or "")
-        layout = self._layout
-        records = list(msg.content.array_records.items())
-        if len(records) != 1:
-            return _Failure(
-                "mismatch", f"it holds {len(records)} ArrayRecords instead of 1"
-            )
-        key, record = records[0]
-        if layout.d == 0:
-            problem = self._spec.mismatch(record)
-            return None if problem is None else _Failure("mismatch", problem)
-        payload, exact = split_reply(record)
-        if payload is None:
-            return _Failure(
-                "no-payload",
-                "it carries no fedrot payload (uncompressed arrays "
-                f"{list(record.keys())[:4]}). Add `fedrot.clients.compression_mod` "
-                "first in the ClientApp's mods",
-            )
-        stype = payload_stype(self.codec.name)
-        if payload.stype != stype:
-            return _Failure(
-                "mismatch",
-                f"its payload has stype {payload.stype!r} but this server expects "
-                f"{stype!r}; run the same codec and fedrot version on both sides",
-            )
-        problem = self._exact_mismatch(exact)
-        if problem is not None:
-            return _Failure("mismatch", problem)
-        try:
-            header, _ = wire.parse(payload.data)
-        except fedrot.PayloadError as exc:
-            return _Failure("corrupt", f"corrupt payload: {exc}")
-        if header.d != layout.d:
-            # checked before decoding: a forged d never reaches an allocation
-            return _Failure(
-                "mismatch",
-                f"the payload holds d = {header.d} values but the broadcast model has "
-                f"{layout.d} compressed parameters",
-            )
-        try:  # parameters, body length and counts, still without allocating d
-            self.codec.check(payload.data, d=layout.d)
-        except fedrot.PayloadError as exc:
-            return _Failure("corrupt", f"corrupt or mismatched payload: {exc}")
-        return key, payload.data, exact
-
-    def _exact_mismatch(self, exact: dict[str, Array]) -> str | None:
-        """Why the exact arrays of a reply do not fit the broadcast, or None."""
-        assert self._layout is not None and self._spec is not None
-        want = self._layout.exact_keys
-        if tuple(exact) != want:
-            missing = [k for k in want if k not in exact]
-            extra = [k for k in exact if k not in want]
-            return (
-                f"the reply's exact arrays do not match the broadcast: missing "
-                f"{missing[:4]}, unexpected {extra[:4]}"
-            )
-        shapes = dict(zip(self._spec.keys, self._spec.shapes, strict=True))
-        for k, arr in exact.items():
-            if tuple(int(s) for s in arr.shape) != shapes[k]:
-                return (
-                    f"exact array {k!r} has shape {list(arr.shape)}, the model has "
-                    f"{list(shapes[k])}"
-                )
-        return None
-
-    def _decode_one(self, blob: bytes, seed: int, node: int) -> np.ndarray:
-        assert self._layout is not None
-        vec = self.codec.decode(blob, seed=seed, client=node).cpu().numpy()
-        if vec.shape != (self._layout.d,):
-            raise fedrot.PayloadError(
-                f"the payload holds {vec.shape[0]} values but the global model has "
-                f"{self._layout.d} compressed parameters"
-            )
-        return vec
-
-    def _fast_mean(
-        self, replies: list[Message], entries: list[_Entry], seed: int
-    ) -> dict[str, Array] | None:
-        """The arrays of ``global + codec.aggregate(deltas)``, or None to decode
-        the replies one by one."""
-        assert self._global is not None and self._layout is not None
-        weight_key = getattr(self.strategy, "weighted_by_key", "num-examples")
-        weights = []
-        for entry in entries:
-            metrics = list(replies[entry.index].content.metric_records.values())
-            value = metrics[0].get(weight_key) if len(metrics) == 1 else None
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                return None  # let the inner strategy report the malformed reply
-            weights.append(float(value))
-        if sum(weights) <= 0:
-            return None
-        try:
-            mean = self.codec.aggregate(
-                [e.blob for e in entries],
-                seed=seed,
-                clients=[e.node for e in entries],
-                weights=weights,
-            )
-        except (fedrot.PayloadError, RuntimeError, MemoryError) as exc:
-            log(WARNING, "fedrot fast path: %s; decoding the replies one by one", exc)
-            return None
-        vec = mean.cpu().numpy()
-        if vec.shape != (self._layout.d,):
-            return None
-        return float_arrays(flatten(self._global, self._layout) + vec, self._layout)
-
-    def _reject(self, msg: Message, problem: str) -> Message:
-        node = msg.metadata.src_node_id
-        reason = f"fedrot rejected the train reply of node {node}: {problem}"
-        log(ERROR, "%s", reason)
-        return with_error(msg, Error(code=ErrorCode.UNKNOWN, reason=reason))
-
     # ------------------------------------------------------------- byte counting
     def _instructions_bytes(self, messages: list[Message]) -> Traffic:
         if not self.count_bytes:
@@ -666,33 +453,3 @@ class CompressedStrategy(Strategy):
         out[METRIC_DOWNLINK_PAYLOAD_BYTES] = down.payload_bytes
         out[METRIC_DOWNLINK_REQUESTS] = down.requests
         out[METRIC_TOTAL_BYTES] = up.message_bytes + down.message_bytes
-
-
-def _error_reason(msg: Message) -> str:
-    """The failure reason of an error reply (see ``FAILURE_REASONS``)."""
-    code, text = msg.error.code, msg.error.reason or ""
-    if code == ErrorCode.MOD_FAILED_PRECONDITION and text.startswith(MOD_ERROR_PREFIX):
-        return "client-mod"
-    if code in _CLIENT_EXCEPTION:
-        return "client-exception"
-    if code in _NODE_UNAVAILABLE:
-        return "node-unavailable"
-    return "other-error"
-
-
-def _raise_if_fedrot_lost(server_round: int, failures: list[_Failure]) -> None:
-    """Raise if every one of a round's failed replies (none counted) was fedrot's."""
-    if not failures or not all(f.reason in FEDROT_FAILURES for f in failures):
-        return
-    n_replies = len(failures)
-    first: dict[str, str] = {}
-    for f in failures:
-        first.setdefault(f.reason, f.problem)
-    details = "; ".join(
-        f"{r} x{sum(f.reason == r for f in failures)}: {p}" for r, p in first.items()
-    )
-    fixes = " ".join(_FIXES[r] for r in first)
-    raise RuntimeError(
-        f"All {n_replies} train replies of round {server_round} failed because of "
-        f"fedrot, so the model cannot change ({details}). {fixes}"
-    )
