@@ -16,9 +16,12 @@ from typing import Any
 import numpy as np
 import pytest
 
+import fedrot
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "simulations"))
 
+from fedrot_sim.batch import plan_batches, read_batch, write_batch  # noqa: E402
 from fedrot_sim.client_app import app as client_app  # noqa: E402
 from fedrot_sim.config import (  # noqa: E402
     RunConfig,
@@ -27,7 +30,23 @@ from fedrot_sim.config import (  # noqa: E402
 )
 from fedrot_sim.data import dirichlet_partition  # noqa: E402
 from fedrot_sim.launcher import toml_value  # noqa: E402
-from fedrot_sim.presets import PRESETS, preset_configs  # noqa: E402
+from fedrot_sim.linkmodel import (  # noqa: E402
+    Link,
+    RoundCost,
+    break_even_mbps,
+    cost_to,
+    round_cost,
+    rounds_to,
+    simulated_times,
+)
+from fedrot_sim.models import make_model, num_params  # noqa: E402
+from fedrot_sim.plots import pareto_front  # noqa: E402
+from fedrot_sim.presets import (  # noqa: E402
+    PRESETS,
+    RANDK_FRACTION,
+    TOPK_FRACTION,
+    preset_configs,
+)
 from fedrot_sim.records import (  # noqa: E402
     RoundRecord,
     RunResult,
@@ -42,7 +61,7 @@ from fedrot_sim.sampling import (  # noqa: E402
     local_seed,
     sample_partitions,
 )
-from fedrot_sim.server_app import run  # noqa: E402
+from fedrot_sim.server_app import batch_configs, run  # noqa: E402
 from fedrot_sim.stats import (  # noqa: E402
     mean_interval,
     paired_interval,
@@ -121,15 +140,70 @@ def test_labels_come_from_the_codec_parameters_the_setting_names() -> None:
         "fp32",
         "drive",
         "eden bits=1",
+        "eden bits=0.1",
         "eden bits=1 rotations=auto",
         "qsgd levels=15",
-        "topk fraction=0.03125 +EF",
+        "topk fraction=0.0195 +EF",
+        "randk fraction=0.003125",
         "signsgd +EF",
+        "eden bits=1 | down eden bits=8 model",
+        "eden bits=1 | down eden bits=2 delta",
     } <= labels
     for name in PRESETS:
         for c in preset_configs(name):
             # the codec reports back exactly the parameters the setting names
             assert c.make_codec().params().items() >= c.codec_params.items()
+            spec = c.downlink_spec()
+            if spec is not None:
+                assert (
+                    spec.codec.params().items()
+                    >= {
+                        k: v
+                        for k, v in c.downlink.items()
+                        if k not in ("codec", "mode")
+                    }.items()
+                )
+
+
+def test_downlink_setting_parses_labels_and_reaches_flwr_run() -> None:
+    cfg = RunConfig.from_run_config(
+        {
+            "codec": "eden",
+            "codec-params": "bits=1",
+            "downlink": "codec=eden bits=8 mode=model",
+        }
+    )
+    assert cfg.downlink == {"codec": "eden", "bits": 8, "mode": "model"}
+    assert cfg.label == "eden bits=1 | down eden bits=8 model"
+    assert cfg.family == "eden | down eden model"
+    assert "-down-eden-bits8-model-" in cfg.run_id
+    spec = cfg.downlink_spec()
+    assert spec is not None and spec.mode == "model" and spec.codec.name == "eden"
+    overrides = " ".join(f"{k}={toml_value(v)}" for k, v in cfg.to_run_config().items())
+    assert RunConfig.from_run_config(parse_config_args([overrides])) == cfg
+    plain = RunConfig.from_run_config({"codec": "eden", "downlink": ""})
+    assert plain.downlink == {} and plain.downlink_spec() is None
+    assert " | down" not in plain.label and plain.run_id != cfg.run_id
+    with pytest.raises(ValueError, match="mode"):
+        RunConfig(downlink={"codec": "eden", "bits": 8, "mode": "sometimes"})
+    with pytest.raises(ValueError, match="downlink"):
+        RunConfig(downlink={"codec": "zip"})
+    with pytest.raises(ValueError, match="downlink.*name=value"):
+        RunConfig.from_run_config({"downlink": "eden"})
+    with pytest.raises(TypeError, match="downlink"):
+        RunConfig(downlink="codec=eden")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("bits", sorted(TOPK_FRACTION))
+def test_baselines_match_eden_bytes_at_the_same_bits(bits: float) -> None:
+    d = num_params(make_model("fashion-mnist"))
+    eden = fedrot.get_codec("eden", bits=bits).info(d).payload_bytes
+    for name, fraction in (
+        ("topk", TOPK_FRACTION[bits]),
+        ("randk", RANDK_FRACTION[bits]),
+    ):
+        payload = fedrot.get_codec(name, fraction=fraction).info(d).payload_bytes
+        assert abs(payload - eden) <= 0.01 * eden, (name, bits, payload, eden)
 
 
 def _result(failed: dict[int, dict[str, int]], rounds: int) -> RunResult:
@@ -144,12 +218,17 @@ def _result(failed: dict[int, dict[str, int]], rounds: int) -> RunResult:
                 train_loss=1.0,
                 uplink_bytes=1000 * (r > 0),
                 downlink_bytes=4000 * (r > 0),
+                total_bytes=5000 * (r > 0),
                 uplink_payload_bytes=900 * (r > 0),
                 downlink_payload_bytes=3900 * (r > 0),
                 failed_replies=sum(failed.get(r, {}).values()),
                 failed_by_reason=failed.get(r, {}),
                 trained=r > 0,
+                clients=[0, 1] if r > 0 else [],
                 wall_time_s=float(r),
+                train_cpu_s=[0.5, 0.75] if r > 0 else [],
+                codec_cpu_s=[0.25, 0.0] if r > 0 else [],
+                server_cpu_s=0.5 * (r > 0),
             )
             for r in range(rounds + 1)
         ),
@@ -221,7 +300,9 @@ class _InProcessGrid(FakeGrid):
         return replies
 
 
-def _paired_run(codec: str, node_ids: list[int]) -> tuple[RunResult, _InProcessGrid]:
+def _paired_run(
+    codec: str, node_ids: list[int], *, node_block: int = 0, **changes: Any
+) -> tuple[RunResult, _InProcessGrid]:
     set_task_identity()
     cfg = RunConfig(
         task="digits",
@@ -234,13 +315,22 @@ def _paired_run(codec: str, node_ids: list[int]) -> tuple[RunResult, _InProcessG
         seed=4,
     )
     grid = _InProcessGrid(node_ids)
-    return run(grid, cfg), grid
+    return run(grid, dataclasses.replace(cfg, **changes), node_block=node_block), grid
 
 
 def _measured(result: RunResult) -> list[RoundRecord]:
-    """The rounds without wall times and protobuf byte counts."""
+    """The rounds without wall and CPU times and protobuf byte counts."""
     return [
-        dataclasses.replace(r, wall_time_s=0.0, uplink_bytes=0, downlink_bytes=0)
+        dataclasses.replace(
+            r,
+            wall_time_s=0.0,
+            uplink_bytes=0,
+            downlink_bytes=0,
+            total_bytes=0,
+            train_cpu_s=[],
+            codec_cpu_s=[],
+            server_cpu_s=0.0,
+        )
         for r in result.rounds
     ]
 
@@ -283,6 +373,127 @@ def test_two_fp32_runs_of_one_seed_are_identical_whatever_the_node_ids() -> None
     assert fp16.rounds[1].uplink_payload_bytes < first.rounds[1].uplink_payload_bytes
 
 
+def test_runs_of_a_batch_use_disjoint_node_blocks_and_stay_paired() -> None:
+    solo, _ = _paired_run("fp32", list(range(100, 106)))
+    nodes = [2**50 + 3, 17, 9_999, 4, 2**33, 600, 71, 2**61, 5_000, 12, 808, 2**20]
+    second, grid = _paired_run("fp32", nodes, node_block=1)
+    # the second run of a batch trains partition p on node 6 + p by id ...
+    ranked = sorted(nodes)
+    assert grid.seen and all(node == ranked[6 + p] for _, node, p in grid.seen)
+    # ... and is the same run as alone in its federation
+    assert _measured(second) == _measured(solo)
+    # measured CPU times: one per trained client, the server's per round
+    for r in second.rounds[1:]:
+        assert len(r.train_cpu_s) == len(r.codec_cpu_s) == len(r.clients) == 3
+        assert all(t > 0 for t in r.train_cpu_s) and all(c >= 0 for c in r.codec_cpu_s)
+        assert r.server_cpu_s > 0
+    assert second.rounds[0].train_cpu_s == [] and second.rounds[0].server_cpu_s == 0
+    with pytest.raises(RuntimeError, match="SuperNodes"):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr("fedrot_sim.sampling.NODE_WAIT_S", 0.0)
+            _paired_run("fp32", list(range(100, 106)), node_block=1)
+
+
+def test_compressed_broadcasts_cut_the_total_bytes_of_a_run() -> None:
+    uplink_only, _ = _paired_run(
+        "eden", list(range(100, 106)), codec_params={"bits": 1}
+    )
+    both, _ = _paired_run(
+        "eden",
+        list(range(100, 106)),
+        codec_params={"bits": 1},
+        downlink={"codec": "eden", "bits": 2, "mode": "model"},
+    )
+    for a, b in zip(uplink_only.rounds[1:], both.rounds[1:], strict=True):
+        assert a.clients == b.clients
+        assert a.total_bytes == a.uplink_bytes + a.downlink_bytes
+        assert b.total_bytes == b.uplink_bytes + b.downlink_bytes
+        # a 2-bit broadcast of the 8,906-value model: about 1/14 of float32
+        assert b.downlink_payload_bytes < a.downlink_payload_bytes / 10
+        assert abs(b.uplink_bytes - a.uplink_bytes) < 0.02 * a.uplink_bytes
+    assert both.rounds[1].accuracy != uplink_only.rounds[1].accuracy
+
+
+def test_batches_group_runs_by_federation_size(tmp_path: Path) -> None:
+    default = preset_configs("default")
+    silo = preset_configs("cross-silo")
+    batches = plan_batches(default[:5] + silo[:2] + default[5:7], max_runs=3)
+    assert [[c.run_id for c in b] for b in batches] == [
+        [c.run_id for c in default[0:3]],
+        [c.run_id for c in default[3:6]],
+        [default[6].run_id],
+        [c.run_id for c in silo[:2]],
+    ]
+    path = write_batch(tmp_path / "b.json", default[:3])
+    assert read_batch(path) == default[:3]
+    assert batch_configs({"runs-file": str(path), "out": "x"}) == default[:3]
+    assert batch_configs({"codec": "drive", "runs-file": ""})[0].codec == "drive"
+    with pytest.raises(ValueError, match="num_clients"):
+        write_batch(tmp_path / "c.json", [default[0], silo[0]])
+    with pytest.raises(ValueError, match="max_runs"):
+        plan_batches(default, max_runs=0)
+
+
+def test_link_model_times_rounds_and_finds_the_break_even_bandwidth() -> None:
+    record = {
+        "round": 1,
+        "clients": [3, 5],
+        "train_cpu_s": [1.0, 2.0],
+        "codec_cpu_s": [0.5, 0.25],
+        "server_cpu_s": 0.75,
+        "uplink_bytes": 2_000_000,
+        "downlink_bytes": 10_000_000,
+    }
+    cost = round_cost(record)
+    # the slowest client (2.25 s) + the server, each client's share of the bytes
+    assert cost == RoundCost(cpu_s=3.0, uplink_bytes=1e6, downlink_bytes=5e6)
+    link = Link(uplink_mbps=4, downlink_mbps=20)
+    assert cost.seconds(link) == pytest.approx(3.0 + 2.0 + 2.0)
+    doc = {
+        "rounds": [
+            {"round": 0, "accuracy": 0.1},
+            {**record, "accuracy": 0.5},
+            {**record, "round": 2, "accuracy": 0.7},
+        ]
+    }
+    assert simulated_times(doc, link) == pytest.approx([0.0, 7.0, 14.0])
+    assert rounds_to(doc, 0.6) == 2 and rounds_to(doc, 0.9) is None
+    total = cost_to(doc, 0.6)
+    assert total is not None and total.seconds(link) == pytest.approx(14.0)
+    # a codec that saves bytes but costs CPU is faster below one uplink bandwidth
+    ref = RoundCost(cpu_s=10.0, uplink_bytes=1e6, downlink_bytes=1e6)
+    small = RoundCost(cpu_s=12.0, uplink_bytes=1e4, downlink_bytes=1e6)
+    even = break_even_mbps(small, ref, link)
+    assert even.kind == "below" and even.mbps == pytest.approx(8 * 0.99 / 2)
+    for factor, faster in ((0.9, True), (1.1, False)):
+        u = even.mbps * factor
+        probe = Link(uplink_mbps=u, downlink_mbps=5 * u)
+        assert (small.seconds(probe) < ref.seconds(probe)) is faster
+    cheap = RoundCost(cpu_s=9.0, uplink_bytes=1e4, downlink_bytes=1e6)
+    assert break_even_mbps(cheap, ref, link).kind == "always"
+    assert break_even_mbps(ref, ref, link).kind == "never"
+    # the other way round: more bytes, less CPU, faster above the same bandwidth
+    reverse = break_even_mbps(ref, small, link)
+    assert reverse.kind == "above" and reverse.mbps == pytest.approx(even.mbps)
+    heavy = RoundCost(cpu_s=11.0, uplink_bytes=2e6, downlink_bytes=1e6)
+    assert break_even_mbps(heavy, ref, link).kind == "never"
+    with pytest.raises(ValueError, match="uplink_mbps"):
+        Link(uplink_mbps=0)
+
+
+def test_pareto_front_keeps_the_points_nothing_beats() -> None:
+    points = [
+        (10.0, 0.80),
+        (1.0, 0.70),
+        (5.0, 0.75),
+        (5.0, 0.74),
+        (20.0, 0.79),
+        (0.5, 0.2),
+    ]
+    assert pareto_front(points) == [5, 1, 2, 0]
+    assert pareto_front([(1.0, 0.5), (1.0, 0.5)]) == [0]
+
+
 def test_t_quantiles_and_paired_intervals_match_scipy() -> None:
     stats = pytest.importorskip("scipy.stats")
     for df in (1, 2, 3, 4, 9, 29, 200):
@@ -299,11 +510,20 @@ def test_t_quantiles_and_paired_intervals_match_scipy() -> None:
         paired_interval([1.0, 2.0], [1.0])
 
 
-def _seeded_doc(cfg: RunConfig, final: float) -> dict[str, Any]:
-    """A run record whose last rounds all have accuracy ``final``."""
+def _seeded_doc(
+    cfg: RunConfig, final: float, *, up: int = 1000, down: int = 4000
+) -> dict[str, Any]:
+    """A run record whose rounds all have accuracy ``final`` and move ``up`` and
+    ``down`` bytes."""
     result = _result({}, cfg.rounds)
     rounds = tuple(
-        dataclasses.replace(r, accuracy=final if r.round > 0 else 0.1)
+        dataclasses.replace(
+            r,
+            accuracy=final if r.round > 0 else 0.1,
+            uplink_bytes=up * (r.round > 0),
+            downlink_bytes=down * (r.round > 0),
+            total_bytes=(up + down) * (r.round > 0),
+        )
         for r in result.rounds
     )
     return run_record(cfg, dataclasses.replace(result, rounds=rounds), env={})
@@ -347,6 +567,103 @@ def test_summary_reports_seed_means_and_paired_intervals(tmp_path: Path) -> None
     assert png in paths and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_summary_reports_bytes_per_round_both_ways_and_time_to_target(
+    tmp_path: Path,
+) -> None:
+    base = RunConfig(task="digits", rounds=3, num_clients=4, clients_per_round=2)
+    down = {"codec": "eden", "bits": 8, "mode": "model"}
+    runs = [
+        (base, 0.80, 1000, 4000),
+        (
+            dataclasses.replace(base, codec="eden", codec_params={"bits": 1}),
+            0.79,
+            40,
+            4000,
+        ),
+        (
+            dataclasses.replace(
+                base, codec="eden", codec_params={"bits": 1}, downlink=down
+            ),
+            0.78,
+            40,
+            1000,
+        ),
+        (
+            dataclasses.replace(base, codec="randk", codec_params={"fraction": 0.01}),
+            0.3,
+            40,
+            4000,
+        ),
+    ]
+    docs = [
+        _seeded_doc(
+            dataclasses.replace(cfg, seed=seed), acc + 0.01 * seed, up=up, down=dn
+        )
+        for seed in (0, 1, 2)
+        for cfg, acc, up, dn in runs
+    ]
+    summary = {s["label"]: s for s in summarize(docs)}
+    both = summary["eden bits=1 | down eden bits=8 model"]
+    assert both["family"] == "eden | down eden model"
+    assert both["uplink_mb_round"] == pytest.approx(40e-6)
+    assert both["total_mb_round"] == pytest.approx(1040e-6)
+    assert both["ratio_uplink"] == pytest.approx(1000 / 40)
+    assert both["ratio_total"] == pytest.approx(5000 / 1040)
+    assert summary["eden bits=1"]["ratio_total"] == pytest.approx(5000 / 4040)
+    assert summary["fp32"]["ratio_total"] == 1.0
+    # target: 95% of fp32's mean final accuracy (0.81), reached in round 1 ...
+    target = summary["fp32"]["to_target"]
+    assert target.target == pytest.approx(0.95 * 0.81) and target.rounds == 1
+    assert both["to_target"].reached == 3 and both[
+        "to_target"
+    ].total_mb == pytest.approx(1040e-6)
+    # ... but never by rand-k at 1% of the coordinates
+    assert summary["randk fraction=0.01"]["to_target"].reached == 0
+    # same CPU (the fake records), fewer bytes: faster at every bandwidth
+    assert both["to_target"].pays_off.kind == "always"
+    paths = write_reports(docs, tmp_path, link=Link(uplink_mbps=2, downlink_mbps=10))
+    text = (tmp_path / "summary.md").read_text()
+    row = next(x for x in text.splitlines() if "down eden bits=8 model" in x)
+    # the label's pipe is escaped, so the table keeps its columns
+    assert "eden bits=1 \\| down eden bits=8 model" in row
+    assert row.count(" | ") == text.splitlines()[0].count(" | ")
+    assert "| 25.0x | 4.8x |" in row
+    assert "2 Mbit/s up, 10 Mbit/s down" in text and "not reached" in text
+    names = {p.name for p in paths}
+    assert {
+        "results.csv",
+        "summary.md",
+        "accuracy_vs_uplink.png",
+        "accuracy_vs_total.png",
+        "accuracy_vs_round.png",
+        "accuracy_vs_time.png",
+        "paired_difference.png",
+        "frontier.png",
+        "bytes_to_target.png",
+    } == names
+    for path in paths:
+        if path.suffix == ".png":
+            _assert_png(path)
+    with open(tmp_path / "results.csv", newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["label"] == both["label"]]
+    assert [int(r["cumulative_total_bytes"]) for r in rows[:4]] == [0, 1040, 2080, 3120]
+    assert rows[1]["downlink"] == "bits=8 codec=eden mode=model"
+    # round 1: slowest client 0.75 + 0.0 or 0.5 + 0.25 s, server 0.5 s, 20 + 500 B
+    assert float(rows[1]["simulated_time_s"]) == pytest.approx(
+        1.25 + 8 * 20 / 2e6 + 8 * 500 / 10e6
+    )
+
+
+def _assert_png(path: Path) -> None:
+    """A PNG file that decodes to an image of a sensible size."""
+    import matplotlib.image
+
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, path
+    image = matplotlib.image.imread(path)
+    assert image.shape[0] >= 200 and image.shape[1] >= 500, (path, image.shape)
+
+
 def test_run_configs_reach_flwr_run_as_toml_values() -> None:
     cfg = dataclasses.replace(
         preset_configs("paper")[-1],
@@ -370,9 +687,14 @@ def test_task_filter_selects_one_task_of_a_preset() -> None:
 
 
 def test_run_ids_are_stable_and_distinct() -> None:
-    configs = [c for name in PRESETS for c in preset_configs(name)]
-    assert len({c.run_id for c in configs}) == len(configs)
+    for name in PRESETS:
+        configs = preset_configs(name)
+        assert len({c.run_id for c in configs}) == len(configs), name
     assert preset_configs("default")[0].run_id == preset_configs("default")[0].run_id
+    # the frontier holds the default's runs, so one --out directory serves both
+    default = {c.run_id for c in preset_configs("default")}
+    assert default < {c.run_id for c in preset_configs("frontier")}
+    assert len({c.seed for c in preset_configs("default")}) >= 3
 
 
 def test_dirichlet_partition_covers_every_example_once() -> None:

@@ -3,7 +3,10 @@
 The codec is a registry name plus a parameter mapping passed unchanged to
 ``fedrot.get_codec`` (``{"bits": 1}`` for EDEN, ``{"levels": 15}`` for QSGD,
 ``{"fraction": 0.03125}`` for top-k): the simulations hold no codec knowledge of their
-own, and a run's label is built from the codec's own parameters.
+own, and a run's label is built from the codec's own parameters. The broadcast
+(downlink) setting is a mapping passed unchanged to
+``CompressedStrategy(downlink=...)`` (``{"codec": "eden", "bits": 8, "mode":
+"model"}``; empty: the model travels as float32).
 """
 
 from __future__ import annotations
@@ -16,14 +19,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import fedrot
+from fedrot.broadcast import DownlinkSpec
 
 from .models import DEFAULT_MODELS, check_model
 
 TASKS = ("fashion-mnist", "digits", "shakespeare")
 _TYPES: dict[str, type] = {"str": str, "int": int, "float": float, "bool": bool}
-#: Run-config keys that are not RunConfig fields.
-_OUTPUT_KEYS = frozenset({"out"})
+#: Run-config keys of the app that are not RunConfig fields: where records go, and
+#: the batch file of a sweep (``fedrot_sim.server_app.batch_configs``).
+APP_KEYS = frozenset({"out", "runs-file"})
 _PARAM = re.compile(r"^[a-z][a-z0-9_-]*$")
+#: RunConfig fields that are mappings, written as ``name=value`` pairs in Flower's
+#: run config.
+_MAPPINGS = frozenset({"codec_params", "downlink"})
 
 
 @dataclass(frozen=True)
@@ -41,6 +49,9 @@ class RunConfig:
         ``fedrot.get_codec(codec, **codec_params)`` is the run's codec.
     error_feedback
         Passed to ``CompressedStrategy``.
+    downlink
+        ``CompressedStrategy(downlink=...)``: ``{"codec": name, "mode": "model" |
+        "delta", **codec params}``; empty means float32 broadcasts (``None``).
     seed
         Run seed: initial model, partition, client sampling and fedrot's seeds.
     """
@@ -50,6 +61,7 @@ class RunConfig:
     codec: str = "fp32"
     codec_params: dict[str, Any] = field(default_factory=dict)
     error_feedback: bool = False
+    downlink: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
     rounds: int = 30
     num_clients: int = 100
@@ -73,6 +85,13 @@ class RunConfig:
                 f"parameters. Found {type(self.codec_params).__name__}."
             )
         object.__setattr__(self, "codec_params", dict(self.codec_params))
+        if not isinstance(self.downlink, dict):
+            raise TypeError(
+                "`downlink` must be a dict such as {'codec': 'eden', 'bits': 8, "
+                "'mode': 'model'} (empty: float32). Found "
+                f"{type(self.downlink).__name__}."
+            )
+        object.__setattr__(self, "downlink", dict(self.downlink))
         for name in (
             "seed",
             "rounds",
@@ -95,6 +114,7 @@ class RunConfig:
                 f"`alpha` and `lr` must be > 0. Found {self.alpha}, {self.lr}."
             )
         self.make_codec()  # validates the codec and its parameters now, not mid-run
+        self.downlink_spec()  # ... and the broadcast setting
 
     def make_codec(self) -> fedrot.Codec:
         """``fedrot.get_codec(codec, **codec_params)``.
@@ -106,17 +126,52 @@ class RunConfig:
         """
         return fedrot.get_codec(self.codec, **self.codec_params)
 
+    def downlink_spec(self) -> DownlinkSpec | None:
+        """The parsed broadcast setting (None: float32 broadcasts).
+
+        Raises
+        ------
+        ValueError
+            For a missing or unknown codec, a bad mode or codec parameter.
+        """
+        if not self.downlink:
+            return None
+        return DownlinkSpec.parse(self.downlink)
+
     @property
     def label(self) -> str:
-        """Legend label, e.g. ``fp32``, ``eden bits=1`` or ``topk fraction=0.03 +EF``.
+        """Legend label, e.g. ``fp32``, ``topk fraction=0.03 +EF`` or
+        ``eden bits=1 | down eden bits=8 model``.
 
         The codec's name and the parameters this run sets, as the codec reports
-        them (``codec.params()``), in the codec's order.
+        them (``codec.params()``), in the codec's order; then the broadcast's
+        codec, parameters and mode after ``| down`` when broadcasts are compressed.
         """
         params = self.make_codec().params()
         shown = [k for k in params if k in self.codec_params]
         parts = [self.codec, *(f"{k}={_show(params[k])}" for k in shown)]
-        return " ".join(parts) + (" +EF" if self.error_feedback else "")
+        label = " ".join(parts) + (" +EF" if self.error_feedback else "")
+        return label + self.downlink_label
+
+    @property
+    def downlink_label(self) -> str:
+        """``" | down eden bits=8 model"``, or ``""`` for float32 broadcasts."""
+        spec = self.downlink_spec()
+        if spec is None:
+            return ""
+        params = spec.codec.params()
+        shown = [f"{k}={_show(params[k])}" for k in params if k in self.downlink]
+        return " | down " + " ".join([spec.codec.name, *shown, spec.mode])
+
+    @property
+    def family(self) -> str:
+        """The codec family a frontier line joins: the label without parameters,
+        e.g. ``eden``, ``topk +EF`` or ``eden | down eden model``."""
+        family = self.codec + (" +EF" if self.error_feedback else "")
+        spec = self.downlink_spec()
+        if spec is not None:
+            family += f" | down {spec.codec.name} {spec.mode}"
+        return family
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (:meth:`from_dict` reads it back)."""
@@ -136,6 +191,13 @@ class RunConfig:
         params = "".join(
             f"-{k}{_show(v)}" for k, v in sorted(self.codec_params.items())
         )
+        if self.downlink:
+            down = dict(self.downlink)
+            codec, mode = down.pop("codec", ""), down.pop("mode", "model")
+            params += f"-down-{codec}" + "".join(
+                f"-{k}{_show(v)}" for k, v in sorted(down.items())
+            )
+            params += f"-{mode}"
         params = re.sub(r"[^A-Za-z0-9_.=-]", "", params)
         return f"{self.task}-{self.codec}{params}-s{self.seed}-{digest[:8]}"
 
@@ -145,9 +207,11 @@ class RunConfig:
 
         ``codec-params`` is a string of ``name=value`` pairs separated by spaces or
         commas (``"bits=1 rotations=auto"``); see :func:`parse_codec_params`.
+        ``downlink`` likewise (``"codec=eden bits=8 mode=model"``; ``""`` for
+        float32 broadcasts).
         """
         names = {f.name.replace("_", "-"): f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(rc) - set(names) - _OUTPUT_KEYS)
+        unknown = sorted(set(rc) - set(names) - APP_KEYS)
         if unknown:
             raise ValueError(
                 f"Unknown run-config key(s) {unknown}. "
@@ -157,8 +221,8 @@ class RunConfig:
         for key, f in names.items():
             if key not in rc:
                 continue
-            if f.name == "codec_params":
-                kwargs[f.name] = parse_codec_params(str(rc[key]))
+            if f.name in _MAPPINGS:
+                kwargs[f.name] = parse_codec_params(str(rc[key]), key=key)
             else:
                 kwargs[f.name] = _coerce(key, rc[key], _TYPES[str(f.type)])
         return cls(**kwargs)
@@ -167,13 +231,13 @@ class RunConfig:
         """The kebab-case run config that :meth:`from_run_config` parses back."""
         out: dict[str, Any] = {}
         for key, value in self.to_dict().items():
-            if key == "codec_params":
+            if key in _MAPPINGS:
                 value = format_codec_params(value)
             out[key.replace("_", "-")] = value
         return out
 
 
-def parse_codec_params(text: str) -> dict[str, Any]:
+def parse_codec_params(text: str, *, key: str = "codec-params") -> dict[str, Any]:
     """``"bits=1 rotations=auto"`` -> ``{"bits": 1, "rotations": "auto"}``.
 
     Pairs are separated by spaces or commas; a value is read as JSON when it parses
@@ -192,16 +256,16 @@ def parse_codec_params(text: str) -> dict[str, Any]:
         name, sep, raw = pair.partition("=")
         if not sep or not _PARAM.match(name) or not raw:
             raise ValueError(
-                "`codec-params` must be name=value pairs such as 'bits=1 "
+                f"`{key}` must be name=value pairs such as 'bits=1 "
                 f"rotations=auto'. Found {pair!r} in {text!r}."
             )
-        key = name.replace("-", "_")
-        if key in out:
-            raise ValueError(f"`codec-params` sets {key!r} twice in {text!r}.")
+        param = name.replace("-", "_")
+        if param in out:
+            raise ValueError(f"`{key}` sets {param!r} twice in {text!r}.")
         try:
-            out[key] = json.loads(raw)
+            out[param] = json.loads(raw)
         except json.JSONDecodeError:
-            out[key] = raw
+            out[param] = raw
     return out
 
 

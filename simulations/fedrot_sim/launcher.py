@@ -2,8 +2,10 @@
 
 The sweep starts one ``flower-superlink --simulation`` of its own (free loopback
 ports, its own ``FLWR_HOME`` under the output directory, no runtime dependency
-installation), submits each run with ``flwr run simulations <connection> --stream``,
-and stops that SuperLink at the end. The ServerApp writes the run record itself
+installation), submits each batch of runs with ``flwr run simulations <connection>
+--stream`` (a batch file of configs, run one after the other on disjoint blocks of
+SuperNodes of one federation, so Ray starts once per batch), and stops that
+SuperLink at the end. The ServerApp writes each run record itself
 (:func:`fedrot_sim.server_app.main`), so the Flower app and the sweep produce the same
 files; ``flwr run`` exits 0 even when the ServerApp fails, so a run counts as finished
 only when its record exists.
@@ -22,6 +24,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
+from .batch import LOG_FAILED, LOG_FINISHED, write_batch
 from .config import RunConfig
 
 APP_DIR = Path(__file__).resolve().parents[1]
@@ -154,19 +157,31 @@ class LocalSuperLink:
 
     def run(
         self,
-        cfg: RunConfig,
+        configs: list[RunConfig],
         *,
         records_dir: Path,
+        batch_path: Path,
         log_path: Path,
         on_round: Callable[[int], None] | None = None,
+        on_run: Callable[[str], None] | None = None,
         echo: IO[str] | None = None,
     ) -> None:
-        """``flwr run`` one config and wait for it; its log goes to ``log_path``.
+        """``flwr run`` a batch of configs and wait for it; its log goes to
+        ``log_path``.
 
-        ``on_round(r)`` is called as each round's central evaluation is logged;
-        ``echo`` receives every log line too (``--verbose``).
+        The configs are written to ``batch_path`` (they must share
+        ``num_clients``); the federation gets ``num_clients`` SuperNodes per run.
+        ``on_round(n)`` is called as the n-th round's central evaluation of the
+        batch is logged, ``on_run(line)`` with each run's finished or failed log
+        line; ``echo`` receives every log line too (``--verbose``).
         """
-        run_config = {**cfg.to_run_config(), "out": str(records_dir.resolve())}
+        write_batch(batch_path, configs)
+        run_config = {
+            "out": str(records_dir.resolve()),
+            "runs-file": str(batch_path.resolve()),
+        }
+        nodes = configs[0].num_clients * len(configs)
+        total = sum(c.rounds for c in configs)
         command = [
             _bin("flwr"),
             "run",
@@ -174,7 +189,7 @@ class LocalSuperLink:
             CONNECTION,
             "--stream",
             "--federation-config",
-            f"num-supernodes={cfg.num_clients} client-resources-num-cpus=1",
+            f"num-supernodes={nodes} client-resources-num-cpus=1",
             "--run-config",
             " ".join(f"{k}={toml_value(v)}" for k, v in run_config.items()),
         ]
@@ -200,11 +215,15 @@ class LocalSuperLink:
                     if (
                         text.startswith("INFO")
                         and text.endswith(_ROUND_DONE)
-                        and done < cfg.rounds
+                        and done < total
                     ):
                         done += 1
                         if on_round is not None:
                             on_round(done)
+                    elif on_run is not None and (
+                        LOG_FINISHED in text or LOG_FAILED in text
+                    ):
+                        on_run(text.split(":", 1)[-1].strip())
                 code = proc.wait()
             finally:  # interrupted: do not leave `flwr run` behind
                 if proc.poll() is None:
@@ -212,8 +231,8 @@ class LocalSuperLink:
                     proc.wait()
         if code != 0:
             raise RuntimeError(
-                f"`flwr run` exited with code {code} for run {cfg.run_id}; see "
-                f"{log_path}."
+                f"`flwr run` exited with code {code} for the batch {batch_path.name}; "
+                f"see {log_path}."
             )
 
 

@@ -66,6 +66,52 @@ class BatchNormMLP(nn.Module):
         return self.net(x)
 
 
+class _BasicBlock(nn.Module):
+    """Two 3x3 conv + BatchNorm layers with an identity (or 1x1 conv) shortcut."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(h)) + self.shortcut(x))
+
+
+class FashionResNet(nn.Module):
+    """A ResNet-8 for 28x28 images: stem 16, blocks of 16, 32, 64 channels.
+
+    77,754 parameters and 9 BatchNorm layers, whose running statistics and
+    ``num_batches_tracked`` counters travel exactly next to the compressed weights.
+    About 5x the CNN's training time per example on one CPU thread.
+    """
+
+    def __init__(self, width: int = 16) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(
+            nn.Conv2d(1, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU()
+        )
+        self.blocks = nn.Sequential(
+            _BasicBlock(width, width, 1),
+            _BasicBlock(width, 2 * width, 2),
+            _BasicBlock(2 * width, 4 * width, 2),
+        )
+        self.head = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4 * width, 10)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.blocks(self.stem(x)))
+
+
 def _digits_mlp() -> nn.Module:
     return nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))
 
@@ -73,6 +119,7 @@ def _digits_mlp() -> nn.Module:
 #: Model name -> (task it fits, constructor).
 MODELS: dict[str, tuple[str, Callable[[], nn.Module]]] = {
     "fashion-cnn": ("fashion-mnist", FashionCNN),
+    "fashion-resnet": ("fashion-mnist", FashionResNet),
     "digits-mlp": ("digits", _digits_mlp),
     "digits-bn-mlp": ("digits", BatchNormMLP),
     "char-lstm": ("shakespeare", CharLSTM),

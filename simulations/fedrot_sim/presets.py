@@ -17,11 +17,13 @@ from .config import RunConfig
 
 @dataclass(frozen=True)
 class Setting:
-    """One codec setting: ``fedrot.get_codec(codec, **params)`` (+ error feedback)."""
+    """One codec setting: ``fedrot.get_codec(codec, **params)`` (+ error feedback),
+    and the broadcast's ``CompressedStrategy(downlink=...)`` (empty: float32)."""
 
     codec: str
     params: Mapping[str, Any] = field(default_factory=dict)
     error_feedback: bool = False
+    downlink: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,7 @@ class Group:
                 codec=s.codec,
                 codec_params=dict(s.params),
                 error_feedback=s.error_feedback,
+                downlink=dict(s.downlink),
                 seed=seed,
             )
             for seed in self.seeds
@@ -70,19 +73,77 @@ class Preset:
 
 
 FP32 = Setting("fp32")
+EDEN_1 = Setting("eden", {"bits": 1})
+#: Model-mode EDEN 8-bit broadcasts (stateless nodes, cross-device).
+DOWN_MODEL_8 = {"codec": "eden", "bits": 8, "mode": "model"}
+#: Fractions of top-k (32-bit value + index per kept coordinate) and rand-k (values
+#: only; indices from the shared seed) whose payloads match EDEN's at 0.1, 0.25, 1
+#: and 4 bits per coordinate on the 410,474-parameter CNN within 1%
+#: (tests/test_simulations.py checks it).
+TOPK_FRACTION = {0.1: 0.001953125, 0.25: 0.0049, 1: 0.0195, 4: 0.078125}
+RANDK_FRACTION = {0.1: 0.003125, 0.25: 0.0078125, 1: 0.03125, 4: 0.125}
+
+
+def _topk(bits: float) -> Setting:
+    return Setting("topk", {"fraction": TOPK_FRACTION[bits]}, error_feedback=True)
+
+
+def _randk(bits: float) -> Setting:
+    return Setting("randk", {"fraction": RANDK_FRACTION[bits]})
+
+
+#: The default preset's settings: one point per codec family, and the two ends of
+#: EDEN's range next to the baselines at the same bytes.
 DEFAULT_SETTINGS = (
     FP32,
+    EDEN_1,
     Setting("drive"),
-    Setting("eden", {"bits": 1}),
-    Setting("eden", {"bits": 2}),
-    Setting("quic-fl", {"bits": 2}),
+    Setting("eden", {"bits": 1}, downlink=DOWN_MODEL_8),
+    Setting("eden", {"bits": 0.1}),
+    _topk(0.1),
+    _randk(0.1),
+    Setting("signsgd", error_feedback=True),
     Setting("hadamard-sq", {"bits": 1}),
-    Setting("qsgd", {"levels": 15}),
+    Setting("qsgd", {"levels": 1}),
+    Setting("quic-fl", {"bits": 1}),
 )
+#: The frontier from 0.1 to 32 bits per coordinate (a superset of the default).
+FRONTIER_SETTINGS = DEFAULT_SETTINGS + (
+    Setting("eden", {"bits": 0.25}),
+    Setting("eden", {"bits": 0.5}),
+    Setting("eden", {"bits": 2}),
+    Setting("eden", {"bits": 4}),
+    Setting("quic-fl", {"bits": 2}),
+    Setting("quic-fl", {"bits": 4}),
+    _topk(0.25),
+    _topk(1),
+    _topk(4),
+    _randk(0.25),
+    _randk(1),
+    _randk(4),
+    Setting("qsgd", {"levels": 3}),
+    Setting("qsgd", {"levels": 15}),
+    Setting("hadamard-sq", {"bits": 2}),
+    Setting("hadamard-sq", {"bits": 4}),
+    Setting(
+        "eden", {"bits": 1}, downlink={"codec": "eden", "bits": 4, "mode": "model"}
+    ),
+)
+#: Fashion-MNIST, 100 clients (10 per round), Dirichlet 0.5: the default task.
 FASHION = RunConfig(
     task="fashion-mnist",
-    rounds=30,
+    rounds=20,
     num_clients=100,
+    clients_per_round=10,
+    alpha=0.5,
+    lr=0.05,
+    batch_size=32,
+)
+#: Cross-silo: 10 clients, every client every round, so nodes keep state.
+CROSS_SILO = RunConfig(
+    task="fashion-mnist",
+    rounds=15,
+    num_clients=10,
     clients_per_round=10,
     alpha=0.5,
     lr=0.05,
@@ -97,38 +158,73 @@ DIGITS = RunConfig(
     lr=0.3,
     batch_size=16,
 )
+SEEDS = (0, 1, 2)
 
 PRESETS: dict[str, Preset] = {
     "smoke": Preset(
         about="digits, 10 clients (5 per round), 5 rounds: fp32, EDEN 1b, DRIVE; "
         "fp32 and EDEN 1b on a BatchNorm MLP",
         groups=(
-            Group(DIGITS, (FP32, Setting("eden", {"bits": 1}), Setting("drive"))),
-            Group(
-                dataclasses.replace(DIGITS, model="digits-bn-mlp"),
-                (FP32, Setting("eden", {"bits": 1})),
-            ),
+            Group(DIGITS, (FP32, EDEN_1, Setting("drive"))),
+            Group(dataclasses.replace(DIGITS, model="digits-bn-mlp"), (FP32, EDEN_1)),
         ),
     ),
     "default": Preset(
-        about="Fashion-MNIST, 100 clients (10 per round), Dirichlet 0.5, 30 rounds",
-        groups=(Group(FASHION, DEFAULT_SETTINGS),),
+        about="Fashion-MNIST CNN, 100 clients (10 per round), Dirichlet 0.5, 20 "
+        f"rounds, 3 seeds, {len(DEFAULT_SETTINGS)} settings (one per codec family, "
+        "EDEN at 0.1 bit against top-k and rand-k at its bytes, EDEN 1b with 8-bit "
+        "model broadcasts)",
+        groups=(Group(FASHION, DEFAULT_SETTINGS, seeds=SEEDS),),
+    ),
+    "frontier": Preset(
+        about=f"the default task with {len(FRONTIER_SETTINGS)} settings from 0.1 to "
+        "32 bits per coordinate, 3 seeds (includes the default's runs)",
+        groups=(Group(FASHION, FRONTIER_SETTINGS, seeds=SEEDS),),
+    ),
+    "cross-silo": Preset(
+        about="Fashion-MNIST CNN, 10 clients all every round, 15 rounds, 3 seeds: "
+        "fp32 both ways, EDEN 1b uplink, EDEN 1b uplink + EDEN 2b delta broadcasts",
+        groups=(
+            Group(
+                CROSS_SILO,
+                (
+                    FP32,
+                    EDEN_1,
+                    Setting(
+                        "eden",
+                        {"bits": 1},
+                        downlink={"codec": "eden", "bits": 2, "mode": "delta"},
+                    ),
+                ),
+                seeds=SEEDS,
+            ),
+        ),
     ),
     "paper": Preset(
-        about="Fashion-MNIST 100 rounds x 3 seeds (+ variants) and Shakespeare",
+        about="Fashion-MNIST 100 rounds x 3 seeds (+ variants), the BatchNorm "
+        "ResNet-8 on Fashion-MNIST, and Shakespeare",
         groups=(
             Group(
                 dataclasses.replace(FASHION, rounds=100),
-                DEFAULT_SETTINGS
+                FRONTIER_SETTINGS
                 + (
                     Setting("eden", {"bits": 1, "rotations": 1}),
                     Setting("eden", {"bits": 1, "rotations": "auto"}),
-                    Setting("quic-fl", {"bits": 1}),
                     Setting("vq", {"bits": 2}),
-                    Setting("topk", {"fraction": 0.03125}, error_feedback=True),
-                    Setting("signsgd", error_feedback=True),
                 ),
-                seeds=(0, 1, 2),
+                seeds=SEEDS,
+            ),
+            Group(
+                dataclasses.replace(FASHION, model="fashion-resnet", rounds=50),
+                (
+                    FP32,
+                    EDEN_1,
+                    Setting("drive"),
+                    Setting("eden", {"bits": 0.1}),
+                    _topk(0.1),
+                    Setting("eden", {"bits": 1}, downlink=DOWN_MODEL_8),
+                ),
+                seeds=SEEDS,
             ),
             Group(
                 RunConfig(
@@ -142,7 +238,7 @@ PRESETS: dict[str, Preset] = {
                 ),
                 (
                     FP32,
-                    Setting("eden", {"bits": 1}),
+                    EDEN_1,
                     Setting("drive"),
                     Setting("quic-fl", {"bits": 2}),
                     Setting("hadamard-sq", {"bits": 1}),

@@ -2,11 +2,13 @@
 
 A record is one JSON file ``<dir>/<run-id>.json``::
 
-    {"version": 1, "run_id": ..., "label": ..., "config": {...RunConfig...},
+    {"version": 2, "run_id": ..., "label": ..., "config": {...RunConfig...},
      "environment": {...versions, machine...}, "num_params": ...,
      "total_wall_time_s": ..., "rounds": [{...RoundRecord...}, ...]}
 
 Round 0 is the central evaluation of the initial model (no training, no traffic).
+Version 2 added the downlink setting, total bytes (train and evaluate phases) and
+the measured CPU times.
 """
 
 from __future__ import annotations
@@ -21,17 +23,27 @@ from typing import Any
 
 from .config import RunConfig
 
-RECORD_VERSION = 1
+RECORD_VERSION = 2
 
 
 @dataclass(frozen=True)
 class RoundRecord:
     """One round: central evaluation after it, and its train phase's metrics.
 
+    Bytes are fedrot's per-phase metrics summed over the round's train and evaluate
+    phases: ``uplink_bytes`` (``fedrot.uplink-bytes``), ``downlink_bytes``,
+    ``total_bytes`` (``fedrot.total-bytes``) and the payload bytes.
     ``trained`` is False when the round produced no train metrics (round 0, or a
     round whose aggregation returned nothing). ``failed_by_reason`` holds the
     strategy's per-reason counts (``fedrot.failed-replies.<reason>``), non-zero ones
     only. ``clients`` are the partitions trained in the round, sorted.
+
+    Measured CPU seconds (``time.process_time`` on the clients, ``time.thread_time``
+    on the server, one torch thread each): ``train_cpu_s[i]`` is the training loop
+    of ``clients[i]``, ``codec_cpu_s[i]`` its client mod's work (rebuilding a
+    compressed broadcast, encoding the update); ``server_cpu_s`` is the server
+    strategy's work in the round (downlink encoding, reply decoding and
+    aggregation, fedrot's byte counting), without the central evaluation.
     """
 
     round: int
@@ -40,6 +52,7 @@ class RoundRecord:
     train_loss: float
     uplink_bytes: int
     downlink_bytes: int
+    total_bytes: int
     uplink_payload_bytes: int
     downlink_payload_bytes: int
     failed_replies: int
@@ -47,6 +60,9 @@ class RoundRecord:
     trained: bool = True
     clients: list[int] = field(default_factory=list)
     wall_time_s: float = float("nan")
+    train_cpu_s: list[float] = field(default_factory=list)
+    codec_cpu_s: list[float] = field(default_factory=list)
+    server_cpu_s: float = 0.0
 
 
 @dataclass(frozen=True)

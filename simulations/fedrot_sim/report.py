@@ -1,14 +1,31 @@
-"""Finished run records -> ``results.csv``, ``summary.md`` and three PNG plots."""
+"""Finished run records -> ``results.csv``, ``summary.md`` and the plots.
+
+The summary compares each setting with fp32 both ways (the ``fp32`` setting of the
+same panel): final accuracy over seeds and the paired difference with 95% intervals,
+bytes per round (uplink, and uplink + downlink) and their ratio to fp32, bytes and
+simulated time (:mod:`fedrot_sim.linkmodel`) to reach a target accuracy, and the
+uplink bandwidths at which reaching it with the codec is faster than with fp32.
+"""
 
 from __future__ import annotations
 
 import csv
 import math
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import format_codec_params
+from .config import RunConfig, format_codec_params
+from .linkmodel import (
+    BreakEven,
+    Link,
+    break_even_mbps,
+    cost_to,
+    mean_cost,
+    rounds_to,
+    simulated_times,
+)
 from .models import DEFAULT_MODELS
 from .stats import Interval, mean_interval, paired_interval
 
@@ -17,36 +34,60 @@ CSV_COLUMNS = [
     "model",
     "codec",
     "codec_params",
+    "downlink",
     "label",
+    "family",
     "seed",
     "round",
     "accuracy",
     "loss",
     "uplink_bytes",
     "downlink_bytes",
+    "total_bytes",
     "cumulative_uplink_bytes",
+    "cumulative_downlink_bytes",
+    "cumulative_total_bytes",
     "uplink_payload_bytes",
+    "downlink_payload_bytes",
     "failed_replies",
     "failed_by_reason",
+    "train_cpu_s",
+    "codec_cpu_s",
+    "server_cpu_s",
+    "simulated_time_s",
     "wall_time_s",
 ]
 LAST_ROUNDS = 5
+#: The default target accuracy: this fraction of fp32's mean final accuracy.
+TARGET_OF_FP32 = 0.95
+REFERENCE = "fp32"
 
 
 def panel(cfg: dict[str, Any]) -> str:
-    """Where a run is compared: its task, plus its model when not the default."""
-    if cfg["model"] == DEFAULT_MODELS[cfg["task"]]:
-        return str(cfg["task"])
-    return f"{cfg['task']} ({cfg['model']})"
+    """Where a run is compared: its task, plus its model when not the default, plus
+    ``, all N clients`` when every client trains every round (cross-silo)."""
+    name = str(cfg["task"])
+    if cfg["model"] != DEFAULT_MODELS[cfg["task"]]:
+        name += f" ({cfg['model']})"
+    if cfg["clients_per_round"] == cfg["num_clients"]:
+        name += f", all {cfg['num_clients']} clients"
+    return name
 
 
-def _rows(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def family(doc: dict[str, Any]) -> str:
+    """The codec family of a run (one frontier line), e.g. ``topk +EF``."""
+    return RunConfig.from_dict(doc["config"]).family
+
+
+def _rows(docs: list[dict[str, Any]], link: Link) -> list[dict[str, Any]]:
     rows = []
     for doc in docs:
         cfg = doc["config"]
-        cumulative = 0
-        for r in doc["rounds"]:
-            cumulative += r["uplink_bytes"]
+        up = down = 0
+        times = simulated_times(doc, link)
+        for r, sim in zip(doc["rounds"], times, strict=True):
+            up += r["uplink_bytes"]
+            down += r["downlink_bytes"]
             rows.append(
                 {
                     "panel": panel(cfg),
@@ -54,19 +95,29 @@ def _rows(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "model": cfg["model"],
                     "codec": cfg["codec"],
                     "codec_params": format_codec_params(cfg["codec_params"]),
+                    "downlink": format_codec_params(cfg["downlink"]),
                     "label": doc["label"],
+                    "family": family(doc),
                     "seed": cfg["seed"],
                     "round": r["round"],
                     "accuracy": r["accuracy"],
                     "loss": r["loss"],
                     "uplink_bytes": r["uplink_bytes"],
                     "downlink_bytes": r["downlink_bytes"],
-                    "cumulative_uplink_bytes": cumulative,
+                    "total_bytes": r["total_bytes"],
+                    "cumulative_uplink_bytes": up,
+                    "cumulative_downlink_bytes": down,
+                    "cumulative_total_bytes": up + down,
                     "uplink_payload_bytes": r["uplink_payload_bytes"],
+                    "downlink_payload_bytes": r["downlink_payload_bytes"],
                     "failed_replies": r["failed_replies"],
                     "failed_by_reason": " ".join(
                         f"{k}={v}" for k, v in sorted(r["failed_by_reason"].items())
                     ),
+                    "train_cpu_s": max(r["train_cpu_s"], default=0.0),
+                    "codec_cpu_s": max(r["codec_cpu_s"], default=0.0),
+                    "server_cpu_s": r["server_cpu_s"],
+                    "simulated_time_s": sim,
                     "wall_time_s": r["wall_time_s"],
                 }
             )
@@ -82,14 +133,95 @@ def final_accuracy(doc: dict[str, Any]) -> float:
     return sum(r["accuracy"] for r in last) / len(last)
 
 
-def summarize(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per (panel, label): final accuracy over seeds, the paired difference to fp32.
+def _per_round(doc: dict[str, Any], key: str) -> float:
+    """Mean over a run's training rounds of a byte column."""
+    trained = doc["rounds"][1:]
+    return sum(r[key] for r in trained) / max(1, len(trained))
+
+
+def _mean(values: list[float] | list[int]) -> float:
+    return sum(values) / len(values) if values else math.nan
+
+
+@dataclass(frozen=True)
+class ToTarget:
+    """How a setting reaches the panel's target accuracy (over its seeds)."""
+
+    target: float
+    reached: int  # seeds that reached it
+    seeds: int
+    rounds: float  # mean over the seeds that reached it
+    total_mb: float  # all clients' bytes, both ways, until then
+    seconds: float  # simulated, on the link
+    pays_off: BreakEven | None  # vs fp32; None without an fp32 that reached it
+
+
+def _to_target(
+    runs: list[dict[str, Any]],
+    reference: list[dict[str, Any]],
+    target: float,
+    link: Link,
+) -> ToTarget:
+    reached = [d for d in runs if rounds_to(d, target) is not None]
+    costs = [c for d in reached if (c := cost_to(d, target)) is not None]
+    ref = [c for d in reference if (c := cost_to(d, target)) is not None]
+    rounds = [rounds_to(d, target) or 0 for d in reached]
+    total = [
+        sum(r["total_bytes"] for r in d["rounds"][1 : (rounds_to(d, target) or 0) + 1])
+        for d in reached
+    ]
+    return ToTarget(
+        target=target,
+        reached=len(reached),
+        seeds=len(runs),
+        rounds=_mean(rounds),
+        total_mb=_mean(total) / 1e6,
+        seconds=mean_cost(costs).seconds(link) if costs else math.nan,
+        pays_off=break_even_mbps(mean_cost(costs), mean_cost(ref), link)
+        if costs and ref
+        else None,
+    )
+
+
+def targets(
+    docs: list[dict[str, Any]], *, target: float | None = None
+) -> dict[str, float]:
+    """Per panel: ``target``, or :data:`TARGET_OF_FP32` x fp32's mean final accuracy.
+
+    Panels without an fp32 run get no target unless ``target`` is given.
+    """
+    out: dict[str, float] = {}
+    for p in sorted({panel(d["config"]) for d in docs}):
+        ref = [
+            final_accuracy(d)
+            for d in docs
+            if panel(d["config"]) == p and d["label"] == REFERENCE
+        ]
+        if target is not None:
+            out[p] = target
+        elif ref:
+            out[p] = TARGET_OF_FP32 * _mean(ref)
+    return out
+
+
+def summarize(
+    docs: list[dict[str, Any]],
+    *,
+    link: Link | None = None,
+    target: float | None = None,
+) -> list[dict[str, Any]]:
+    """Per (panel, label): accuracy, paired difference, bytes, time to target.
 
     ``accuracy`` is the mean final accuracy over seeds with its 95% t interval;
     ``delta`` the mean over seeds of (this setting - fp32 of the same seed), with
-    its 95% t interval (seeds without an fp32 run are left out of it); bytes and
-    wall time are means over seeds.
+    its 95% t interval (seeds without an fp32 run are left out of it); bytes per
+    round and wall time are means over seeds; ``ratio_uplink`` and
+    ``ratio_total`` divide fp32's bytes per round by this setting's;
+    ``to_target`` describes reaching the panel's target accuracy (see
+    :func:`targets`) on ``link``.
     """
+    link = Link() if link is None else link
+    goals = targets(docs, target=target)
     groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for doc in docs:
         groups[(panel(doc["config"]), doc["label"])].append(doc)
@@ -99,18 +231,22 @@ def summarize(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     }
     out = []
     for (task, label), runs in groups.items():
-        mine, ref = finals[(task, label)], finals.get((task, "fp32"), {})
+        ref_runs = groups.get((task, REFERENCE), [])
+        mine, ref = finals[(task, label)], finals.get((task, REFERENCE), {})
         seeds = sorted(set(mine) & set(ref))
-        ref_uplink = [
-            sum(r["uplink_bytes"] for r in d["rounds"])
-            for d in groups.get((task, "fp32"), [])
-        ]
-        uplink = [sum(r["uplink_bytes"] for r in d["rounds"]) for d in runs]
-        payload = [sum(r["uplink_payload_bytes"] for r in d["rounds"]) for d in runs]
+        per_round = {
+            key: _mean([_per_round(d, key) for d in runs])
+            for key in ("uplink_bytes", "downlink_bytes", "total_bytes")
+        }
+        ref_round = {
+            key: _mean([_per_round(d, key) for d in ref_runs])
+            for key in ("uplink_bytes", "total_bytes")
+        }
         out.append(
             {
                 "task": task,
                 "label": label,
+                "family": family(runs[0]),
                 "seeds": len(runs),
                 "rounds": len(runs[0]["rounds"]) - 1,
                 "accuracy": mean_interval(list(mine.values())),
@@ -119,11 +255,23 @@ def summarize(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 )
                 if seeds
                 else None,
-                "uplink_mb": _mean(uplink) / 1e6,
-                "payload_mb": _mean(payload) / 1e6,
-                "ratio": _mean(ref_uplink) / _mean(uplink)
-                if ref_uplink and _mean(uplink)
-                else math.nan,
+                "uplink_mb": _mean(
+                    [sum(r["uplink_bytes"] for r in d["rounds"]) for d in runs]
+                )
+                / 1e6,
+                "total_mb": _mean(
+                    [sum(r["total_bytes"] for r in d["rounds"]) for d in runs]
+                )
+                / 1e6,
+                "uplink_mb_round": per_round["uplink_bytes"] / 1e6,
+                "downlink_mb_round": per_round["downlink_bytes"] / 1e6,
+                "total_mb_round": per_round["total_bytes"] / 1e6,
+                "ratio_uplink": _ratio(
+                    ref_round["uplink_bytes"], per_round["uplink_bytes"]
+                ),
+                "ratio_total": _ratio(
+                    ref_round["total_bytes"], per_round["total_bytes"]
+                ),
                 "wall_time_s": _mean(
                     [d.get("total_wall_time_s", math.nan) for d in runs]
                 ),
@@ -131,13 +279,18 @@ def summarize(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "failed_replies": sum(
                     r["failed_replies"] for d in runs for r in d["rounds"]
                 ),
+                "to_target": _to_target(runs, ref_runs, goals[task], link)
+                if task in goals
+                else None,
             }
         )
-    return sorted(out, key=lambda s: (s["task"], -s["uplink_mb"]))
+    return sorted(out, key=lambda s: (s["task"], -s["total_mb_round"], s["label"]))
 
 
-def _mean(values: list[float] | list[int]) -> float:
-    return sum(values) / len(values) if values else math.nan
+def _ratio(reference: float, value: float) -> float:
+    if math.isnan(reference) or not value:
+        return math.nan
+    return reference / value
 
 
 def _pp(x: float) -> str:
@@ -158,18 +311,45 @@ def _delta_cell(delta: Interval | None) -> str:
     return f"{_pp(delta.mean)} [{_pp(delta.low)}, {_pp(delta.high)}]"
 
 
-def _markdown(summary: list[dict[str, Any]]) -> str:
+def _mb(x: float) -> str:
+    return f"{x:.3f}" if x < 10 else f"{x:.1f}"
+
+
+def _x(x: float) -> str:
+    return "n/a" if math.isnan(x) else f"{x:.1f}x"
+
+
+def _cell(text: str) -> str:
+    """A markdown table cell (labels such as ``a | down b`` hold pipes)."""
+    return text.replace("|", "\\|")
+
+
+def _target_cells(t: ToTarget, *, reference: bool) -> str:
+    seeds = f"{t.reached}/{t.seeds}"
+    if not t.reached:
+        return f"| {seeds} | not reached | | | |"
+    pays = "n/a" if t.pays_off is None else t.pays_off.describe()
+    if reference:
+        pays = "(reference)"
+    return (
+        f"| {seeds} | {t.rounds:.1f} | {_mb(t.total_mb)} | {t.seconds:.0f} | {pays} |"
+    )
+
+
+def markdown(summary: list[dict[str, Any]], link: Link) -> str:
+    """The ``summary.md`` text: the accuracy-and-bytes table, then time to target."""
     lines = [
-        "| task | codec | seeds | final accuracy (last 5 rounds) | vs fp32, paired "
-        "(pp) | uplink MB | payload MB | compression vs fp32 | wall time s "
-        "| failed replies |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| task | setting | seeds | final accuracy (last 5 rounds) | vs fp32, paired "
+        "(pp) | uplink MB/round | total MB/round | uplink vs fp32 | total vs fp32 "
+        "| wall time s | failed replies |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in summary:
         lines.append(
-            f"| {s['task']} | {s['label']} | {s['seeds']} "
+            f"| {s['task']} | {_cell(s['label'])} | {s['seeds']} "
             f"| {_accuracy_cell(s['accuracy'])} | {_delta_cell(s['delta'])} "
-            f"| {s['uplink_mb']:.2f} | {s['payload_mb']:.2f} | {s['ratio']:.1f}x "
+            f"| {_mb(s['uplink_mb_round'])} | {_mb(s['total_mb_round'])} "
+            f"| {_x(s['ratio_uplink'])} | {_x(s['ratio_total'])} "
             f"| {s['wall_time_s']:.0f} | {s['failed_replies']} |"
         )
     lines += [
@@ -179,108 +359,58 @@ def _markdown(summary: list[dict[str, Any]]) -> str:
         "vs fp32: mean over seeds of (setting - fp32 of the same seed; the runs of "
         "a seed share clients, batches and initial model) with its 95% t interval "
         "[low, high]; an interval that excludes 0 is a significant difference. "
-        "With one seed there is no interval.",
+        "With one seed there is no interval. MB/round: Fleet message bytes of all "
+        "clients per round (train and evaluate phases), uplink and uplink + "
+        "downlink; vs fp32: fp32's bytes per round (float32 both ways) divided by "
+        "the setting's.",
+        "",
+    ]
+    with_target = [s for s in summary if s["to_target"] is not None]
+    if not with_target:
+        return "\n".join(lines) + "\n"
+    lines += [
+        f"Time to accuracy on a client link of {link.describe()} (measured CPU "
+        "times + bytes / bandwidth per round, see fedrot_sim/linkmodel.py):",
+        "",
+        "| task | setting | target | seeds reaching it | rounds | total MB | "
+        "simulated s | faster than fp32 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for s in with_target:
+        t = s["to_target"]
+        lines.append(
+            f"| {s['task']} | {_cell(s['label'])} | {100 * t.target:.1f}% "
+            + _target_cells(t, reference=s["label"] == REFERENCE)
+        )
+    lines += [
+        "",
+        f"Target: {100 * TARGET_OF_FP32:.0f}% of fp32's mean final accuracy unless "
+        "--target-accuracy sets it; rounds, bytes and time are means over the seeds "
+        "that reached it. Faster than fp32: the uplink bandwidths (downlink "
+        f"{link.downlink_mbps / link.uplink_mbps:g}x the uplink) at which the "
+        "setting reaches the target sooner than fp32 both ways.",
     ]
     return "\n".join(lines) + "\n"
 
 
-def _paired_plot(summary: list[dict[str, Any]], out: Path) -> Path:
-    """``paired_difference.png``: each setting's paired difference to fp32."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    tasks = sorted({s["task"] for s in summary})
-    rows = max(len([s for s in summary if s["task"] == t]) for t in tasks)
-    fig, axes = plt.subplots(
-        1, len(tasks), figsize=(7 * len(tasks), 1.2 + 0.45 * rows), squeeze=False
-    )
-    for ax, task in zip(axes[0], tasks, strict=True):
-        entries = [s for s in summary if s["task"] == task and s["delta"] is not None]
-        ys = list(range(len(entries)))
-        means = [100 * s["delta"].mean for s in entries]
-        errs = [
-            100 * s["delta"].half_width if s["delta"].n > 1 else 0.0 for s in entries
-        ]
-        ax.errorbar(means, ys, xerr=errs, fmt="o", capsize=4)
-        ax.axvline(0.0, color="grey", linewidth=1)
-        ax.set_yticks(ys, [f"{s['label']} ({s['ratio']:.0f}x)" for s in entries])
-        ax.set_xlabel("final accuracy - fp32, same seed (pp; 95% t interval)")
-        ax.set_title(task)
-        ax.grid(True, axis="x", alpha=0.3)
-    fig.tight_layout()
-    path = out / "paired_difference.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
-
-
-def _plots(rows: list[dict[str, Any]], out: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    paths = []
-    tasks = sorted({r["panel"] for r in rows})
-    for xkey, fname, xlabel, logx in (
-        (
-            "cumulative_uplink_bytes",
-            "accuracy_vs_uplink.png",
-            "cumulative uplink bytes",
-            True,
-        ),
-        ("round", "accuracy_vs_round.png", "round", False),
-    ):
-        fig, axes = plt.subplots(
-            1, len(tasks), figsize=(7 * len(tasks), 5), squeeze=False
-        )
-        for ax, task in zip(axes[0], tasks, strict=True):
-            series: dict[str, dict[int, list[dict[str, Any]]]] = defaultdict(
-                lambda: defaultdict(list)
-            )
-            for r in rows:
-                if r["panel"] == task and (r["round"] > 0 or not logx):
-                    series[r["label"]][r["round"]].append(r)
-            for label in sorted(series):
-                pts = sorted(series[label].items())
-                xs = [sum(p[xkey] for p in ps) / len(ps) for _, ps in pts]
-                acc = [[p["accuracy"] for p in ps] for _, ps in pts]
-                mean = [sum(a) / len(a) for a in acc]
-                (line,) = ax.plot(xs, mean, label=label, linewidth=1.6)
-                if max(len(a) for a in acc) > 1:
-                    ax.fill_between(
-                        xs,
-                        [min(a) for a in acc],
-                        [max(a) for a in acc],
-                        color=line.get_color(),
-                        alpha=0.2,
-                    )
-            if logx:
-                ax.set_xscale("log")
-            ax.set_xlabel(xlabel)
-            ax.set_ylabel("test accuracy")
-            ax.set_title(task)
-            ax.grid(True, alpha=0.3)
-            ax.legend(fontsize=8)
-        fig.tight_layout()
-        path = out / fname
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        paths.append(path)
-    return paths
-
-
-def write_reports(docs: list[dict[str, Any]], out: Path) -> list[Path]:
+def write_reports(
+    docs: list[dict[str, Any]],
+    out: Path,
+    *,
+    link: Link | None = None,
+    target: float | None = None,
+) -> list[Path]:
     """Write results.csv, summary.md and the plots; returns their paths."""
-    rows = _rows(docs)
+    from .plots import write_plots
+
+    link = Link() if link is None else link
+    rows = _rows(docs, link)
     csv_path = out / "results.csv"
     with open(csv_path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    summary = summarize(docs)
+    summary = summarize(docs, link=link, target=target)
     summary_path = out / "summary.md"
-    summary_path.write_text(_markdown(summary), encoding="utf-8")
-    return [csv_path, summary_path, *_plots(rows, out), _paired_plot(summary, out)]
+    summary_path.write_text(markdown(summary, link), encoding="utf-8")
+    return [csv_path, summary_path, *write_plots(rows, summary, out, link=link)]

@@ -9,6 +9,12 @@ and aggregates the replies in partition order. For one seed every codec setting 
 sees the same initial model, the same clients each round, the same batches (the
 client derives its shuffling seed from run seed, round and partition) and the same
 summation order; only the codec differs.
+
+Several runs can share one federation (one ``flwr run``, see
+:mod:`fedrot_sim.server_app`): run ``b`` of a batch uses the block of nodes ranked
+``b * num_partitions`` to ``(b + 1) * num_partitions - 1``, so no node (and no
+per-node state such as an error-feedback residual or a held model) is shared
+between runs.
 """
 
 from __future__ import annotations
@@ -34,6 +40,12 @@ from flwr.supercore import log
 KEY_PARTITION = "partition-id"
 #: How long to wait for enough SuperNodes to register before giving up.
 NODE_WAIT_S = 600.0
+#: Reply metrics: CPU seconds of the whole client step (set by
+#: :func:`fedrot_sim.client_app.timing_mod`), of the ClientApp and of its training
+#: loop alone.
+KEY_CLIENT_CPU = "client-cpu-s"
+KEY_APP_CPU = "app-cpu-s"
+KEY_TRAIN_CPU = "train-cpu-s"
 
 
 def sample_partitions(seed: int, server_round: int, num: int, k: int) -> list[int]:
@@ -57,15 +69,26 @@ class PartitionSampledFedAvg(FedAvg):
 
     Only ``configure_train`` (which nodes, and the partition each trains) and the
     order of the replies in ``aggregate_train`` differ from FedAvg; ``partitions``
-    records each round's sample.
+    records each round's sample, ``client_times`` each round's measured CPU seconds
+    per partition, ``(training, codec)``: the training loop, and the client step
+    outside the ClientApp (broadcast decoding and update encoding), from the reply
+    metrics.
+    ``node_block`` picks the block of nodes of a run that shares its federation
+    with others (block ``b``: nodes ranked ``b * num_partitions`` onwards).
     """
 
-    def __init__(self, *, num_partitions: int, per_round: int, seed: int) -> None:
+    def __init__(
+        self, *, num_partitions: int, per_round: int, seed: int, node_block: int = 0
+    ) -> None:
         if not 1 <= per_round <= num_partitions:
             raise ValueError(
                 f"`per_round` must be in 1..num_partitions ({num_partitions}). "
                 f"Found {per_round}."
             )
+        if isinstance(node_block, bool) or not isinstance(node_block, int):
+            raise TypeError(f"`node_block` must be an int. Found {node_block!r}.")
+        if node_block < 0:
+            raise ValueError(f"`node_block` must be >= 0. Found {node_block}.")
         super().__init__(
             fraction_train=per_round / num_partitions,
             fraction_evaluate=0.0,
@@ -75,7 +98,9 @@ class PartitionSampledFedAvg(FedAvg):
         self.num_partitions = num_partitions
         self.per_round = per_round
         self.seed = seed
+        self.node_block = node_block
         self.partitions: dict[int, list[int]] = {}
+        self.client_times: dict[int, dict[int, tuple[float, float]]] = {}
         self._partition_of: dict[int, int] = {}
 
     def configure_train(
@@ -89,8 +114,9 @@ class PartitionSampledFedAvg(FedAvg):
         parts = sample_partitions(
             self.seed, server_round, self.num_partitions, self.per_round
         )
-        ranked = _wait_for_nodes(grid, self.num_partitions)
-        nodes = [ranked[p] for p in parts]
+        first = self.node_block * self.num_partitions
+        ranked = _wait_for_nodes(grid, first + self.num_partitions)
+        nodes = [ranked[first + p] for p in parts]
         log(INFO, "configure_train: partitions %s", parts)
         self.partitions[server_round] = parts
         self._partition_of = dict(zip(nodes, parts, strict=True))
@@ -110,13 +136,30 @@ class PartitionSampledFedAvg(FedAvg):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """FedAvg over the replies sorted by partition (a fixed summation order)."""
+        """FedAvg over the replies sorted by partition (a fixed summation order).
+
+        Also records each reply's measured CPU times in ``client_times``.
+        """
         ordered = sorted(
             replies,
             key=lambda m: self._partition_of.get(
                 m.metadata.src_node_id, self.num_partitions
             ),
         )
+        times = self.client_times.setdefault(server_round, {})
+        for msg in ordered:
+            part = self._partition_of.get(msg.metadata.src_node_id)
+            if part is None or not msg.has_content():
+                continue
+            for metrics in msg.content.metric_records.values():
+                if all(
+                    k in metrics for k in (KEY_CLIENT_CPU, KEY_APP_CPU, KEY_TRAIN_CPU)
+                ):
+                    client, app, train = (
+                        float(metrics[k])
+                        for k in (KEY_CLIENT_CPU, KEY_APP_CPU, KEY_TRAIN_CPU)
+                    )
+                    times[part] = (train, max(0.0, client - app))
         return super().aggregate_train(server_round, ordered)
 
 
@@ -127,8 +170,8 @@ def _wait_for_nodes(grid: Grid, count: int) -> list[int]:
         if time.monotonic() > deadline:
             raise RuntimeError(
                 f"Only {len(nodes)} SuperNodes registered within {NODE_WAIT_S:.0f} s; "
-                f"{count} are needed, one per partition. Start `num-clients` "
-                "SuperNodes."
+                f"{count} are needed, one per partition of each run of the batch. "
+                "Start `num-clients` SuperNodes per run."
             )
         time.sleep(0.5)
     return nodes

@@ -1,33 +1,42 @@
 """ServerApp: FedAvg wrapped in ``CompressedStrategy``; central evaluation every round.
 
 ``flwr run simulations`` reads the kebab-case keys of ``[tool.flwr.app.config]`` in
-``simulations/pyproject.toml`` (parsed once into :class:`RunConfig`); the sweep runner
-calls :func:`run` with a typed config directly. Both write the same run record
-(:mod:`fedrot_sim.records`).
+``simulations/pyproject.toml`` (parsed once into :class:`RunConfig`) and writes one
+run record (:mod:`fedrot_sim.records`). With ``runs-file`` (what the sweep passes)
+it runs every config of that batch file one after the other in the same federation,
+run ``b`` on its own block of ``num-clients`` SuperNodes (see
+:mod:`fedrot_sim.sampling`), and writes each record as soon as its run ends: one
+Ray start-up and one data load serve the whole batch.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from logging import ERROR, INFO
 from pathlib import Path
+from typing import Any
 
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord
+from flwr.common import log
 from flwr.serverapp import Grid, ServerApp
-from flwr.serverapp.strategy import FedAvg, Result
+from flwr.serverapp.strategy import Result
 from torch import nn
 
 from fedrot.constants import (
     METRIC_DOWNLINK_BYTES,
     METRIC_DOWNLINK_PAYLOAD_BYTES,
     METRIC_FAILED_REPLIES,
+    METRIC_TOTAL_BYTES,
     METRIC_UPLINK_BYTES,
     METRIC_UPLINK_PAYLOAD_BYTES,
 )
 from fedrot.strategies import CompressedStrategy
 
+from .batch import LOG_FAILED, LOG_FINISHED, LOG_STARTED, read_batch
 from .config import RunConfig
 from .data import test_data
 from .models import make_model, num_params
@@ -48,17 +57,25 @@ _FAILED_PREFIX = METRIC_FAILED_REPLIES + "."
 
 
 def run(
-    grid: Grid, cfg: RunConfig, *, on_round: Callable[[int], None] | None = None
+    grid: Grid,
+    cfg: RunConfig,
+    *,
+    node_block: int = 0,
+    on_round: Callable[[int], None] | None = None,
 ) -> RunResult:
-    """Train ``cfg.rounds`` rounds; per-round accuracy, loss, bytes, failures, time.
+    """Train ``cfg.rounds`` rounds; per-round accuracy, loss, bytes, failures, times.
 
-    Steps: build the strategy (partitions sampled with the run seed, see
-    :mod:`fedrot_sim.sampling`, wrapped in fedrot) and the initial model, run
-    Flower's strategy loop with a central evaluation after every round, then read
-    each round's metrics into a :class:`RoundRecord`.
+    Steps: build the strategy (partitions sampled with the run seed on the
+    ``node_block``-th block of nodes, see :mod:`fedrot_sim.sampling`, wrapped in
+    fedrot) and the initial model, run Flower's strategy loop with a central
+    evaluation after every round, then read each round's metrics into a
+    :class:`RoundRecord`.
     """
     sampler = PartitionSampledFedAvg(
-        num_partitions=cfg.num_clients, per_round=cfg.clients_per_round, seed=cfg.seed
+        num_partitions=cfg.num_clients,
+        per_round=cfg.clients_per_round,
+        seed=cfg.seed,
+        node_block=node_block,
     )
     strategy = make_strategy(cfg, sampler)
     model = make_model(cfg.task, model=cfg.model, seed=cfg.seed)
@@ -72,18 +89,75 @@ def run(
     )
     return RunResult(
         num_params=num_params(model),
-        rounds=round_records(result, evaluation.times, cfg.rounds, sampler.partitions),
+        rounds=round_records(
+            result,
+            evaluation.times,
+            cfg.rounds,
+            sampler=sampler,
+            server_cpu_s=strategy.cpu_s,
+        ),
         total_wall_time_s=evaluation.elapsed(),
     )
 
 
-def make_strategy(cfg: RunConfig, sampler: FedAvg) -> CompressedStrategy:
-    """The client sampler (a FedAvg) wrapped in fedrot with the run's codec."""
-    return CompressedStrategy(
+class TimedCompressedStrategy(CompressedStrategy):
+    """``CompressedStrategy`` that adds up its CPU seconds per round (``cpu_s``).
+
+    ``time.thread_time`` around each configure and aggregate call: downlink
+    encoding, reply checks, decoding and aggregation, and fedrot's byte counting.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.cpu_s: dict[int, float] = defaultdict(float)
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        start = time.thread_time()
+        try:
+            return list(super().configure_train(server_round, arrays, config, grid))
+        finally:
+            self.cpu_s[server_round] += time.thread_time() - start
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        start = time.thread_time()
+        try:
+            return super().aggregate_train(server_round, replies)
+        finally:
+            self.cpu_s[server_round] += time.thread_time() - start
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        start = time.thread_time()
+        try:
+            return list(super().configure_evaluate(server_round, arrays, config, grid))
+        finally:
+            self.cpu_s[server_round] += time.thread_time() - start
+
+    def aggregate_evaluate(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> MetricRecord | None:
+        start = time.thread_time()
+        try:
+            return super().aggregate_evaluate(server_round, replies)
+        finally:
+            self.cpu_s[server_round] += time.thread_time() - start
+
+
+def make_strategy(
+    cfg: RunConfig, sampler: PartitionSampledFedAvg
+) -> TimedCompressedStrategy:
+    """The client sampler wrapped in fedrot with the run's codec and broadcasts."""
+    return TimedCompressedStrategy(
         sampler,
         codec=cfg.codec,
         seed=cfg.seed,
         error_feedback=cfg.error_feedback,
+        downlink=cfg.downlink or None,
         **cfg.codec_params,
     )
 
@@ -141,25 +215,35 @@ def round_records(
     result: Result,
     times: dict[int, float],
     rounds: int,
-    partitions: dict[int, list[int]],
+    *,
+    sampler: PartitionSampledFedAvg,
+    server_cpu_s: dict[int, float],
 ) -> tuple[RoundRecord, ...]:
-    """One :class:`RoundRecord` per round 0..rounds from Flower's ``Result``."""
+    """One :class:`RoundRecord` per round 0..rounds from Flower's ``Result``.
+
+    Bytes add up the train and evaluate phases' metrics; CPU times come from the
+    sampler (per client, in partition order) and the timed strategy.
+    """
     out = []
     for r in range(rounds + 1):
         ev = result.evaluate_metrics_serverapp.get(r, MetricRecord())
         tr = result.train_metrics_clientapp.get(r)
         trained = tr is not None
         tr = MetricRecord() if tr is None else tr
+        phases = (tr, result.evaluate_metrics_clientapp.get(r, MetricRecord()))
+        clients = list(sampler.partitions.get(r, []))
+        cpu = sampler.client_times.get(r, {})
         out.append(
             RoundRecord(
                 round=r,
                 accuracy=float(ev.get("accuracy", math.nan)),
                 loss=float(ev.get("loss", math.nan)),
                 train_loss=float(tr.get("train-loss", math.nan)),
-                uplink_bytes=int(tr.get(METRIC_UPLINK_BYTES, 0)),
-                downlink_bytes=int(tr.get(METRIC_DOWNLINK_BYTES, 0)),
-                uplink_payload_bytes=int(tr.get(METRIC_UPLINK_PAYLOAD_BYTES, 0)),
-                downlink_payload_bytes=int(tr.get(METRIC_DOWNLINK_PAYLOAD_BYTES, 0)),
+                uplink_bytes=_sum(phases, METRIC_UPLINK_BYTES),
+                downlink_bytes=_sum(phases, METRIC_DOWNLINK_BYTES),
+                total_bytes=_sum(phases, METRIC_TOTAL_BYTES),
+                uplink_payload_bytes=_sum(phases, METRIC_UPLINK_PAYLOAD_BYTES),
+                downlink_payload_bytes=_sum(phases, METRIC_DOWNLINK_PAYLOAD_BYTES),
                 failed_replies=int(tr.get(METRIC_FAILED_REPLIES, 0)),
                 failed_by_reason={
                     k.removeprefix(_FAILED_PREFIX): int(v)
@@ -167,28 +251,62 @@ def round_records(
                     if k.startswith(_FAILED_PREFIX) and int(v) > 0
                 },
                 trained=trained and r > 0,
-                clients=list(partitions.get(r, [])),
+                clients=clients,
                 wall_time_s=times.get(r, math.nan),
+                train_cpu_s=[cpu[p][0] for p in clients if p in cpu],
+                codec_cpu_s=[cpu[p][1] for p in clients if p in cpu],
+                server_cpu_s=float(server_cpu_s.get(r, 0.0)),
             )
         )
     return tuple(out)
 
 
+def _sum(phases: tuple[MetricRecord, ...], key: str) -> int:
+    """A byte metric added up over a round's phases (absent counts 0)."""
+    return sum(int(p.get(key, 0)) for p in phases)
+
+
+def batch_configs(rc: dict[str, Any]) -> list[RunConfig]:
+    """The runs a ``flwr run`` asks for: the batch file's, or the one in the keys."""
+    runs_file = str(rc.get("runs-file", ""))
+    if runs_file:
+        return read_batch(Path(runs_file))
+    return [RunConfig.from_run_config(rc)]
+
+
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    """Entry point of ``flwr run simulations``; writes ``<out>/<run-id>.json``.
+    """Entry point of ``flwr run simulations``; writes ``<out>/<run-id>.json`` per run.
+
+    A run that raises is logged and skipped; the batch goes on.
 
     Raises
     ------
     RuntimeError
-        After writing the record, if a round lost train replies (the message names
-        the run and the rounds).
+        At the end, if a run failed or a round lost train replies (the message
+        names the runs and the rounds).
     """
     rc = dict(context.run_config)
-    cfg = RunConfig.from_run_config(rc)
+    configs = batch_configs(rc)
     torch.set_num_threads(1)
-    result = run(grid, cfg)
     out = Path(str(rc.get("out", "results/flwr-run")))
-    problems = lost_replies(read_run_record(write_run_record(out, cfg, result)))
+    problems: list[str] = []
+    for block, cfg in enumerate(configs):
+        log(INFO, "%s %s (%s)", LOG_STARTED, cfg.run_id, cfg.label)
+        try:
+            result = run(grid, cfg, node_block=block)
+        except Exception as exc:  # one failed run does not stop the batch
+            log(ERROR, "%s %s: %r", LOG_FAILED, cfg.run_id, exc)
+            problems.append(f"run {cfg.run_id} ({cfg.label}) failed: {exc!r}")
+            continue
+        path = write_run_record(out, cfg, result)
+        problems += lost_replies(read_run_record(path))
+        log(
+            INFO,
+            "%s %s in %.0f s",
+            LOG_FINISHED,
+            cfg.run_id,
+            result.total_wall_time_s,
+        )
     if problems:
-        raise RuntimeError("Train replies were lost:\n" + "\n".join(problems))
+        raise RuntimeError("Runs failed or lost replies:\n" + "\n".join(problems))

@@ -1,12 +1,13 @@
 """Sweep runner: ``python -m simulations --preset NAME --out DIR``.
 
 Runs every (setting, seed) of a preset (:mod:`fedrot_sim.presets`) with ``flwr run``
-on a local simulation SuperLink (:mod:`fedrot_sim.launcher`), one run record per
-finished run (``DIR/runs/<run-id>.json``, see :mod:`fedrot_sim.records`; logs in
-``DIR/logs``; finished runs are skipped, so an interrupted sweep resumes), then
-writes ``DIR/results.csv``, ``DIR/summary.md`` and the plots
-``DIR/accuracy_vs_uplink.png``, ``DIR/accuracy_vs_round.png`` and
-``DIR/paired_difference.png``.
+on a local simulation SuperLink (:mod:`fedrot_sim.launcher`), several runs per
+``flwr run`` (:mod:`fedrot_sim.batch`), one run record per finished run
+(``DIR/runs/<run-id>.json``, see :mod:`fedrot_sim.records`; logs in ``DIR/logs``;
+finished runs are skipped, so an interrupted sweep resumes), then
+writes ``DIR/results.csv``, ``DIR/summary.md`` and the plots of
+:mod:`fedrot_sim.plots` (accuracy vs uplink bytes, total bytes, round and simulated
+wall-clock; paired differences; the frontier; bytes to the target accuracy).
 
 Exit status: 0 when every run finished and no round lost a train reply; 1 when a
 run failed or a round lost replies (each named on stderr); 2 for bad options.
@@ -15,16 +16,19 @@ run failed or a round lost replies (each named on stderr); 2 for bad options.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from .batch import plan_batches
 from .config import TASKS, RunConfig
 from .launcher import APP_DIR, LocalSuperLink
+from .linkmodel import DEFAULT_DOWNLINK_MBPS, DEFAULT_UPLINK_MBPS, Link
 from .presets import PRESETS, preset_configs
 from .records import lost_replies, read_run_record
-from .report import write_reports
+from .report import TARGET_OF_FP32, write_reports
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -50,9 +54,38 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="only rebuild the CSV, summary and plots from finished runs",
     )
+    parser.add_argument(
+        "--uplink-mbps",
+        type=float,
+        default=DEFAULT_UPLINK_MBPS,
+        help="client uplink of the time-to-accuracy model, Mbit/s (default "
+        "%(default)s)",
+    )
+    parser.add_argument(
+        "--downlink-mbps",
+        type=float,
+        default=DEFAULT_DOWNLINK_MBPS,
+        help="client downlink of the time-to-accuracy model, Mbit/s (default "
+        "%(default)s)",
+    )
+    parser.add_argument(
+        "--target-accuracy",
+        type=float,
+        default=None,
+        help="accuracy (0-1) for bytes and time to accuracy (default: "
+        f"{TARGET_OF_FP32:g} x fp32's mean final accuracy)",
+    )
     args = parser.parse_args(argv)
     if args.rounds is not None and args.rounds < 1:
         parser.error(f"--rounds must be >= 1. Found {args.rounds}.")
+    try:
+        args.link = Link(uplink_mbps=args.uplink_mbps, downlink_mbps=args.downlink_mbps)
+    except ValueError as exc:
+        parser.error(f"--uplink-mbps / --downlink-mbps: {exc}")
+    if args.target_accuracy is not None and not 0 < args.target_accuracy <= 1:
+        parser.error(
+            f"--target-accuracy must be in (0, 1]. Found {args.target_accuracy}."
+        )
     if args.out.resolve().is_relative_to(APP_DIR):
         parser.error(
             f"--out {args.out} is inside the Flower app ({APP_DIR}), which `flwr run` "
@@ -62,46 +95,58 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def _run_pending(pending: list[RunConfig], out: Path, *, verbose: bool) -> list[str]:
-    """Run each pending config through ``flwr run``; returns one line per failure.
+    """Run the pending configs in batches through ``flwr run``; one line per failure.
 
-    A run failed when its record is missing afterwards (the ServerApp writes it
-    last); its log is ``out/logs/<run-id>.log``.
+    A run failed when its record is missing after its batch (the ServerApp writes
+    each record when the run ends); a batch's log is ``out/logs/<batch>.log``.
     """
     from tqdm import tqdm
 
     runs_dir = out / "runs"
     failures = []
+    batches = plan_batches(pending)
     with (
         tqdm(
             total=sum(c.rounds for c in pending), unit="round", file=sys.stdout
         ) as bar,
         LocalSuperLink(out / ".flwr") as superlink,
     ):
-        for cfg in pending:
-            bar.set_description(cfg.label)
+        for configs in batches:
+            name = _batch_name(configs)
+            log_path = out / "logs" / f"{name}.log"
             started, before = time.perf_counter(), bar.n
-            log_path = out / "logs" / f"{cfg.run_id}.log"
+            bar.set_description(f"{len(configs)} runs")
             try:
                 superlink.run(
-                    cfg,
+                    configs,
                     records_dir=runs_dir,
+                    batch_path=out / "batches" / f"{name}.json",
                     log_path=log_path,
-                    on_round=lambda _r: bar.update(1),
+                    on_round=lambda _n: bar.update(1),
+                    on_run=bar.write,
                     echo=sys.stdout if verbose else None,
                 )
-                if not (runs_dir / f"{cfg.run_id}.json").exists():
-                    raise RuntimeError(f"the ServerApp wrote no record; see {log_path}")
-            except Exception as exc:  # a failed run is reported, the sweep goes on
-                failures.append(f"run {cfg.run_id} ({cfg.label}) failed: {exc}")
-                bar.write(f"FAILED {cfg.run_id}: {exc}")
-                continue
+            except Exception as exc:  # reported below, per missing record
+                bar.write(f"batch {name} failed: {exc}")
             finally:
-                bar.update(before + cfg.rounds - bar.n)
+                bar.update(before + sum(c.rounds for c in configs) - bar.n)
+            for cfg in configs:
+                if not (runs_dir / f"{cfg.run_id}.json").exists():
+                    failures.append(
+                        f"run {cfg.run_id} ({cfg.label}) failed: no record; see "
+                        f"{log_path}"
+                    )
             bar.write(
-                f"finished {cfg.label} (seed {cfg.seed}) in "
+                f"batch of {len(configs)} runs done in "
                 f"{time.perf_counter() - started:.0f} s"
             )
     return failures
+
+
+def _batch_name(configs: list[RunConfig]) -> str:
+    """``batch-<hash of the run ids>`` (stable for the same runs)."""
+    digest = hashlib.sha1(" ".join(c.run_id for c in configs).encode()).hexdigest()
+    return f"batch-{digest[:10]}"
 
 
 def _finished_records(configs: list[RunConfig], runs_dir: Path) -> list[dict[str, Any]]:
@@ -134,7 +179,9 @@ def main(argv: list[str] | None = None) -> int:
         failures = _run_pending(pending, args.out, verbose=args.verbose)
     docs = _finished_records(configs, runs_dir)
     if docs:
-        paths = write_reports(docs, args.out)
+        paths = write_reports(
+            docs, args.out, link=args.link, target=args.target_accuracy
+        )
         print("wrote " + ", ".join(str(p) for p in paths))
     problems = failures + [line for doc in docs for line in lost_replies(doc)]
     for line in problems:
