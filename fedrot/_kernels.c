@@ -536,6 +536,7 @@ typedef struct {
     const float *table;
     const i64 *pstart; /* npieces + 1 boundaries */
     float *acc;
+    int plain; /* one client, acc = est exactly (a decode, no weight) */
 } qagg_t;
 
 static i64 lower_bound_i64(const i64 *a, i64 n, i64 v) {
@@ -567,7 +568,7 @@ static i64 lower_bound_i64(const i64 *a, i64 n, i64 v) {
 
 static void qagg_range(void *p, i64 blo, i64 bhi) {
     const qagg_t *a = (const qagg_t *)p;
-    float est[QAGG_BLK];
+    float estb[QAGG_BLK];
     uint32_t hb[QAGG_BLK];
     uint8_t cb[QAGG_BLK];
     const int w = a->bits, sh = 64 - a->l, l = a->l;
@@ -582,6 +583,7 @@ static void qagg_range(void *p, i64 blo, i64 bhi) {
         float *acc = a->acc + b0;
         for (i64 c = 0; c < a->n; c++) {
             const u64 key = a->hkeys[c];
+            float *est = a->plain ? acc : estb;
             for (i64 t = 0; t < m; t++) hb[t] = (uint32_t)(word(key, b0 + t) >> sh);
             /* b0 is a multiple of 8, so 8 codes start at byte b0*w/8 and take w bytes */
             const uint8_t *src = a->codes[c] + b0 / 8 * w;
@@ -609,6 +611,7 @@ static void qagg_range(void *p, i64 blo, i64 bhi) {
                 i64 k = lower_bound_i64(oi, no, b0);
                 for (; k < no && oi[k] < b1; k++) est[oi[k] - b0] = a->ovals[c][k];
             }
+            if (a->plain) continue;
             const float wt = a->weights[c];
             if (c == 0) for (i64 i = 0; i < m; i++) acc[i] = est[i] * wt;
             else for (i64 i = 0; i < m; i++) acc[i] = fmaf(est[i], wt, acc[i]);
@@ -625,6 +628,23 @@ void fedrot_quic_agg_f32(i64 n, const uint8_t *const *codes, const u64 *hkeys,
     a.n = n; a.npieces = npieces; a.padded = padded; a.codes = codes; a.hkeys = hkeys;
     a.norms = norms; a.oidx = oidx; a.ovals = ovals; a.nout = nout; a.weights = weights;
     a.bits = bits; a.l = l; a.table = table; a.pstart = pstart; a.acc = acc;
+    a.plain = 0;
+    parallel_for(qagg_range, &a, (padded + QAGG_BLK - 1) / QAGG_BLK, threads);
+}
+
+/* One client's estimate, out[i] = est(i) as in fedrot_quic_agg_f32 (table value times
+ * the piece's norm, outliers put back): the torch path's receiver, scale_pieces_ and
+ * est[idx] = values, bit for bit. */
+void fedrot_quic_est_f32(const uint8_t *codes, u64 hkey, const float *norms,
+                         const i64 *oidx, const float *ovals, i64 nout, int bits, int l,
+                         const float *table, i64 npieces, const i64 *pstart, i64 padded,
+                         float *out, int threads) {
+    qagg_t a;
+    const float one = 1.0f;
+    a.n = 1; a.npieces = npieces; a.padded = padded; a.codes = &codes; a.hkeys = &hkey;
+    a.norms = &norms; a.oidx = &oidx; a.ovals = &ovals; a.nout = &nout; a.weights = &one;
+    a.bits = bits; a.l = l; a.table = table; a.pstart = pstart; a.acc = out;
+    a.plain = 1;
     parallel_for(qagg_range, &a, (padded + QAGG_BLK - 1) / QAGG_BLK, threads);
 }
 

@@ -49,6 +49,7 @@ __all__ = [
     "eden_quantize_",
     "quic_send",
     "quic_aggregate_",
+    "quic_estimate_",
 ]
 
 _SRC = Path(__file__).with_name("_kernels.c")
@@ -171,6 +172,23 @@ PROTOTYPES: Mapping[str, Prototype] = {
         pstart=_I64_P,
         padded=_I64,
         acc=_F32_P,
+        threads=_INT,
+    ),
+    "fedrot_quic_est_f32": _proto(
+        None,
+        codes=_U8_P,
+        hkey=_U64,
+        norms=_F32_P,
+        oidx=_I64_P,
+        ovals=_F32_P,
+        nout=_I64,
+        bits=_INT,
+        l=_INT,
+        table=_F32_P,
+        npieces=_I64,
+        pstart=_I64_P,
+        padded=_I64,
+        out=_F32_P,
         threads=_INT,
     ),
     "fedrot_quic_send_f32": _proto(
@@ -641,5 +659,60 @@ def quic_aggregate_(
         padded=padded,
         acc=acc.data_ptr(),
         threads=max(1, min(_threads(n * padded), (padded + 2047) // 2048)),
+    )
+    return True
+
+
+def quic_estimate_(
+    out: torch.Tensor,
+    *,
+    codes: torch.Tensor,
+    hkey: int,
+    norms: torch.Tensor,
+    outlier_idx: torch.Tensor,
+    outlier_values: torch.Tensor,
+    bits: int,
+    sr_log2: int,
+    table: torch.Tensor,
+    piece_starts: torch.Tensor,
+) -> bool:
+    """One client's QUIC-FL estimate of its rotated vector into float32 ``out``.
+
+    ``out[i] = table[code(i) << sr_log2 | h(i)] * norms[piece(i)]``, then the
+    outliers put back: the values of ``receiver``, ``scale_pieces_`` and
+    ``est[idx] = values`` of :mod:`fedrot.codecs.quic_fl`, bit for bit, in one pass.
+    Arguments as in :func:`quic_aggregate_` for one client. Returns False, touching
+    nothing, when the kernels cannot run.
+    """
+    lib = _lib()
+    if (
+        lib is None
+        or out.dtype != torch.float32
+        or table.dtype != torch.float32
+        or piece_starts.dtype != torch.int64
+        or codes.dtype != torch.uint8
+        or norms.dtype != torch.float32
+        or outlier_values.dtype != torch.float32
+        or outlier_idx.dtype != torch.int64
+        or not _usable(out, codes, norms, outlier_idx, outlier_values, table)
+        or not _usable(piece_starts)
+    ):
+        return False
+    padded = out.numel()
+    lib["fedrot_quic_est_f32"](
+        codes=codes.data_ptr(),
+        hkey=hkey,
+        norms=norms.data_ptr(),
+        oidx=outlier_idx.data_ptr(),
+        ovals=outlier_values.data_ptr(),
+        nout=outlier_idx.numel(),
+        bits=bits,
+        l=sr_log2,
+        table=table.data_ptr(),
+        npieces=piece_starts.numel() - 1,
+        pstart=piece_starts.data_ptr(),
+        padded=padded,
+        out=out.data_ptr(),
+        threads=max(1, min(_threads(padded), (padded + 2047) // 2048)),
     )
     return True

@@ -134,3 +134,29 @@ def test_aggregate_rejects_corrupt_payload_like_reference() -> None:
     for flag in (True, False):
         with _kernels.enabled(flag), pytest.raises(PayloadError, match="Payload 1"):
             codec.aggregate([blobs[0], bad, blobs[2]], seed=1, clients=range(3))
+
+
+@needs_kernels
+@pytest.mark.parametrize("bits", [1, 2, 3, 4])
+@pytest.mark.parametrize("rotations", [1, 2, "auto"])
+@pytest.mark.parametrize("d", [1, 1000, 70001, (1 << 17) + 5])
+def test_decode_kernel_bit_identical_to_reference(
+    bits: int, rotations: int | str, d: int
+) -> None:
+    """The per-client decode (the path of FedTrimmedAvg, FedMedian, Krum) with the
+    fused estimate kernel gives the torch path's bits, with 1 and 2 threads and for
+    inputs beyond 2**32 (rescaled norms and outlier values)."""
+    codec = get_codec("quic-fl", bits=bits, rotations=rotations)
+    old = torch.get_num_threads()
+    for scale in (1.0, 2.0**50):
+        x = _input(d, 7 * d + bits) * scale
+        blob = codec.encode(x, seed=9, client=2**64 - 2)
+        with _kernels.enabled(False):
+            ref = codec.decode(blob, seed=9, client=2**64 - 2)
+        try:
+            for threads in (1, 2):
+                torch.set_num_threads(threads)
+                out = codec.decode(blob, seed=9, client=2**64 - 2)
+                assert torch.equal(out.view(torch.int32), ref.view(torch.int32))
+        finally:
+            torch.set_num_threads(old)

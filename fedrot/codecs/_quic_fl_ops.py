@@ -165,7 +165,6 @@ class QuicTables:
         kernel, for (client, parsed body, weight) triples: per element the same
         operations in the same client order as the torch path (``add_`` as one
         fused multiply-add), each block of coordinates accumulated in cache."""
-        starts = [g.offset + r * g.size for g in plan.groups for r in range(g.rows)]
         done = _kernels.quic_aggregate_(
             acc,
             codes=[body[2] for _, body, _ in bodies],
@@ -177,7 +176,45 @@ class QuicTables:
             bits=bits,
             sr_log2=self.table.sr_log2,
             table=self.kernel["flat"],
-            piece_starts=torch.tensor([*starts, plan.padded], dtype=torch.int64),
+            piece_starts=_piece_starts(plan),
         )
         if not done:  # pragma: no cover - the caller checked the kernels
             raise RuntimeError(f"QUIC-FL aggregation kernel: {_kernels.status()}")
+
+    def estimate(
+        self,
+        plan: ChunkPlan,
+        *,
+        bits: int,
+        seed: int,
+        client: int,
+        body: tuple[Any, ...],
+    ) -> torch.Tensor | None:
+        """One client's estimate of its rotated vector (a new float32 vector of the
+        padded length) with the compiled kernel, from its parsed body (plan, norms,
+        packed codes, outlier indices, values); None when the kernels cannot run.
+
+        Bit-identical to :func:`receiver`, the per-piece norm scaling and the
+        outliers put back, in one pass without the int64 temporaries."""
+        if self.device.type != "cpu" or not _kernels.available():
+            return None
+        out = torch.empty(plan.padded, dtype=torch.float32)
+        done = _kernels.quic_estimate_(
+            out,
+            codes=body[2],
+            hkey=derive_seed(seed, client, Stream.SHARED_H),
+            norms=body[1],
+            outlier_idx=body[3],
+            outlier_values=body[4],
+            bits=bits,
+            sr_log2=self.table.sr_log2,
+            table=self.kernel["flat"],
+            piece_starts=_piece_starts(plan),
+        )
+        return out if done else None
+
+
+def _piece_starts(plan: ChunkPlan) -> torch.Tensor:
+    """The pieces' start offsets followed by the padded length (int64)."""
+    starts = [g.offset + r * g.size for g in plan.groups for r in range(g.rows)]
+    return torch.tensor([*starts, plan.padded], dtype=torch.int64)

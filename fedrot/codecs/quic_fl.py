@@ -215,6 +215,15 @@ class QuicFLCodec(Codec):
         if exp:
             norms = mul_pow2_(norms.clone(), exp)
             values = mul_pow2_(values.clone(), exp)
+        fused = self._ops.estimate(
+            plan,
+            bits=self.bits,
+            seed=seed,
+            client=client,
+            body=(plan, norms, codes, idx, values),
+        )
+        if fused is not None:
+            return fused
         x = bitpack.unpack(codes, plan.padded, self.bits)
         h = shared_h(seed, client, plan.padded, self.table.sr_log2, self.device)
         est = receiver(x, h, self._tab)
@@ -227,8 +236,8 @@ class QuicFLCodec(Codec):
     ) -> torch.Tensor:
         exp = decode_exponent(parsed[1], parsed[4])
         est = self._estimate(parsed, seed, client, exp)
-        rotated = Rotated(parsed[0], header.rotations, est)
-        return restore(self.rotation.inverse(rotated, seed=seed, client=client), exp)
+        rotated = Rotated(parsed[0], header.rotations, est)  # est: a private buffer
+        return restore(self.rotation.inverse_(rotated, seed=seed, client=client), exp)
 
     def _aggregate(
         self, payloads: Payloads, seed: int, clients: list[int], weights: torch.Tensor
