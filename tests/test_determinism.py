@@ -1,0 +1,322 @@
+"""Determinism: one seed gives the same bytes whatever process, thread count or kernels.
+
+Every codec's payloads, decodes and a weighted aggregate of four clients are hashed
+(SHA-256) in child processes that differ only in torch's thread count (1, 2, 16;
+3 more in the slow matrix) and in the compiled kernels (on, or off through
+``FEDROT_KERNELS=0``, which is read when fedrot is imported, hence the child
+processes). Sizes cover one short piece, a 65,536-value piece next to a tail, and a
+vector above 2**20 whose kernels split the work across threads (one thread per
+2**18 values).
+
+``tests/test_golden.py`` pins the bytes with one thread, ``tests/test_kernels.py``
+compares the kernels with the torch path inside one process, and
+``tests/test_seeds.py`` repeats one small encode in two processes; this file adds
+the thread counts, the environment switch and the large sizes.
+
+Known issue: payloads that hold a float32 sum over one piece longer than 32,768
+values (or over the whole vector) depend on the thread count, in the last bit of a
+scale; see :func:`_single_long_reduction`. Those cases are ``xfail``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+import fedrot
+from fedrot.chunking import DEFAULT_CHUNK_SIZE, plan_chunks
+
+#: Child process: prints, as JSON, the SHA-256 of every payload, decode and aggregate
+#: for the codec settings and sizes given in argv[1].
+_WORKER = r"""
+import hashlib, json, sys
+import numpy as np
+import torch
+
+job = json.loads(sys.argv[1])
+torch.set_num_threads(job["threads"])
+import fedrot
+from fedrot import _kernels
+
+SEED, CLIENT = 2**63 + 11, 2**64 - 3
+WEIGHTS = [1.0, 2.0, 3.5, 0.25]
+
+
+def vector(d, k):
+    # Gaussian with heavy tails and a zero stretch (float32; numpy's PCG64 stream)
+    rng = np.random.default_rng([d, k])
+    u = rng.random(d)
+    x = rng.standard_normal(d) * (1.0 + 8.0 * u * u * u)
+    x[d // 3 : d // 3 + d // 10] = 0.0
+    return x.astype(np.float32)
+
+
+def sha(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+out = {}
+for name, params in job["configs"]:
+    codec = fedrot.get_codec(name, **params)
+    for d in job["sizes"]:
+        x = vector(d, 0)
+        blob = codec.encode(x, seed=SEED, client=CLIENT)
+        decoded = codec.decode(blob, seed=SEED, client=CLIENT)
+        key = f"{name} {params} d={d}"
+        out[key + " payload"] = sha(blob)
+        out[key + " decode"] = sha(decoded.numpy().tobytes())
+        if d in job["aggregate_sizes"]:
+            blobs = [codec.encode(vector(d, c), seed=7, client=c) for c in range(4)]
+            agg = codec.aggregate(blobs, seed=7, clients=range(4), weights=WEIGHTS)
+            out[key + " aggregate"] = sha(agg.numpy().tobytes())
+print(json.dumps({
+    "threads": torch.get_num_threads(),
+    "kernels": _kernels.available(),
+    "digests": out,
+}))
+"""
+
+#: Representative settings of every registered codec (checked below).
+CONFIGS: list[tuple[str, dict[str, Any]]] = [
+    ("fp32", {}),
+    ("fp16", {}),
+    ("drive", {}),
+    ("drive", {"scale": "biased", "rotations": "auto"}),
+    ("eden", {"bits": 0.5}),
+    ("eden", {"bits": 1}),
+    ("eden", {"bits": 1.5}),
+    ("eden", {"bits": 2}),
+    ("eden", {"bits": 4, "rotations": "auto", "chunk_size": 4096}),
+    ("quic-fl", {"bits": 2}),
+    ("quic-fl", {"bits": 4, "rotations": 1}),
+    ("vq", {"bits": 2}),
+    ("hadamard-sq", {"bits": 2}),
+    ("qsgd", {"levels": 15}),
+    ("terngrad", {}),
+    ("topk", {"fraction": 0.05}),
+    ("randk", {"fraction": 0.1}),
+    ("signsgd", {}),
+]
+
+#: More settings for the slow matrix.
+SLOW_CONFIGS: list[tuple[str, dict[str, Any]]] = CONFIGS + [
+    ("drive", {"rotations": 1, "chunk_size": 1024}),
+    ("eden", {"bits": 0.1}),
+    ("eden", {"bits": 2.5, "rotations": 3}),
+    ("eden", {"bits": 3}),
+    ("eden", {"bits": 8}),
+    ("quic-fl", {"bits": 1}),
+    ("quic-fl", {"bits": 3, "outlier_fraction": 1 / 128, "rotations": "auto"}),
+    ("vq", {"bits": 1}),
+    ("vq", {"bits": 2, "block": 4, "rotations": 3}),
+    ("hadamard-sq", {"bits": 4, "rotations": 1}),
+    ("qsgd", {"levels": 1}),
+    ("terngrad", {"clip": 2.5}),
+    ("topk", {"fraction": 0.3}),
+    ("randk", {"fraction": 0.01}),
+]
+
+#: 33: one short piece; 70,001: a 65,536-value piece and a tail; 2**20 + 7: sixteen
+#: pieces, and the kernels' threaded path.
+SIZES = [33, 70_001, (1 << 20) + 7]
+SLOW_SIZES = [1, 1000, 65_537, 3 * 65_536 + 1, (1 << 20) + 7]
+
+
+def _run(
+    configs: Sequence[tuple[str, dict[str, Any]]],
+    sizes: Sequence[int],
+    aggregate_sizes: Sequence[int],
+    runs: Sequence[tuple[int, bool]],
+) -> dict[tuple[int, bool], dict[str, Any]]:
+    """Digests from one child process per (threads, kernels), run concurrently."""
+    job = {"configs": list(configs), "sizes": list(sizes)}
+    job["aggregate_sizes"] = list(aggregate_sizes)
+    procs = {}
+    for threads, kernels in runs:
+        env = {k: v for k, v in os.environ.items() if k != "FEDROT_KERNELS"}
+        if not kernels:
+            env["FEDROT_KERNELS"] = "0"
+        argv = [sys.executable, "-c", _WORKER, json.dumps({**job, "threads": threads})]
+        procs[threads, kernels] = subprocess.Popen(
+            argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+    results = {}
+    try:
+        for run, proc in procs.items():
+            stdout, stderr = proc.communicate(timeout=1200)
+            assert proc.returncode == 0, f"child {run} failed:\n{stderr}"
+            results[run] = json.loads(stdout)
+            assert results[run]["threads"] == run[0]
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    return results
+
+
+def _digests(
+    results: dict[tuple[int, bool], dict[str, Any]],
+    runs: Sequence[tuple[int, bool]],
+    prefix: str,
+) -> dict[str, dict[tuple[int, bool], str]]:
+    """For each digest key starting with ``prefix``: its value in each of ``runs``."""
+    keys = [k for k in results[runs[0]]["digests"] if k.startswith(prefix)]
+    assert keys, f"no digests for {prefix!r}"
+    return {k: {r: results[r]["digests"][k] for r in runs} for k in keys}
+
+
+def _mismatches(
+    results: dict[tuple[int, bool], dict[str, Any]],
+    runs: Sequence[tuple[int, bool]],
+    prefix: str,
+) -> list[str]:
+    """Digests (payload, decode, aggregate) that differ between ``runs``."""
+    return [
+        f"{key}: " + ", ".join(f"{r}={v[:12]}" for r, v in values.items())
+        for key, values in _digests(results, runs, prefix).items()
+        if len(set(values.values())) > 1
+    ]
+
+
+def _require_kernels(results: dict[tuple[int, bool], dict[str, Any]]) -> None:
+    """Skip when the compiled kernels could not be built here (no C compiler)."""
+    for (_, kernels), result in results.items():
+        if not kernels:
+            assert not result["kernels"], "FEDROT_KERNELS=0 left the kernels on"
+        elif not result["kernels"]:
+            pytest.skip("compiled kernels unavailable: the comparison would be vacuous")
+
+
+def _single_long_reduction(name: str, params: dict[str, Any], d: int) -> bool:
+    """Whether the payload holds a float32 sum torch splits by its thread count.
+
+    torch reduces a tensor to one value over more than 32,768 elements (its grain
+    size) in one slice per thread, so the rounding, and the last bit of the sum,
+    depends on ``torch.get_num_threads()``. Row-wise sums over several rows are
+    split by rows instead, and are the same for any thread count. fedrot takes
+    such a single-row sum for the norms, dot products and L1 norms of a piece
+    group of one piece longer than 32,768 values (DRIVE, EDEN, QUIC-FL, VQ, and
+    the ``rotations="auto"`` rule of any rotated codec; with the default chunk size
+    that is 65,536 <= d < 131,072), and for signSGD's mean magnitude over the whole
+    vector. Known issue, reported; the cases are marked ``xfail`` (not strict:
+    some inputs happen to round alike).
+    """
+    if name == "signsgd":
+        return d > 32_768
+    if name in ("drive", "eden", "quic-fl", "vq") or params.get("rotations") == "auto":
+        chunk = int(params.get("chunk_size", DEFAULT_CHUNK_SIZE))
+        plan = plan_chunks(d, chunk.bit_length() - 1)
+        return any(g.rows == 1 and g.size > 32_768 for g in plan.groups)
+    return False
+
+
+def _cases(
+    configs: Sequence[tuple[str, dict[str, Any]]], sizes: Sequence[int], xfail: bool
+) -> list[Any]:
+    """(name, params, d) parameters, thread-dependent ones marked when ``xfail``."""
+    cases = []
+    for name, params in configs:
+        for d in sizes:
+            marks = []
+            if xfail and _single_long_reduction(name, params, d):
+                marks.append(pytest.mark.xfail(reason=_XFAIL_REASON, strict=False))
+            cases.append(
+                pytest.param(name, params, d, marks=marks, id=f"{name}-{params}-{d}")
+            )
+    return cases
+
+
+_XFAIL_REASON = (
+    "single-row float32 sums over > 32768 values depend on torch's thread count "
+    "(see _single_long_reduction)"
+)
+_THREADS = [(1, True), (2, True), (16, True)]
+_SWITCH = [(2, True), (2, False)]
+_SLOW_RUNS = [(1, True), (2, True), (3, True), (16, True), (1, False), (16, False)]
+
+
+@pytest.fixture(scope="module")
+def default_matrix() -> dict[tuple[int, bool], dict[str, Any]]:
+    return _run(CONFIGS, SIZES, [70_001], [*_THREADS, (2, False)])
+
+
+@pytest.fixture(scope="module")
+def slow_matrix() -> dict[tuple[int, bool], dict[str, Any]]:
+    return _run(SLOW_CONFIGS, SLOW_SIZES, [65_537, 3 * 65_536 + 1], _SLOW_RUNS)
+
+
+def test_every_codec_is_covered() -> None:
+    assert {name for name, _ in CONFIGS} == set(fedrot.available_codecs())
+
+
+def test_mismatches_are_detected() -> None:
+    fake = {
+        (1, True): {
+            "digests": {"eden {} d=5 payload": "aa", "eden {} d=5 decode": "b"}
+        },
+        (2, True): {
+            "digests": {"eden {} d=5 payload": "ab", "eden {} d=5 decode": "b"}
+        },
+    }
+    assert _mismatches(fake, [(1, True), (2, True)], "eden {} d=5 ") == [
+        "eden {} d=5 payload: (1, True)=aa, (2, True)=ab"
+    ]
+
+
+@pytest.mark.parametrize("name,params,d", _cases(CONFIGS, SIZES, xfail=False))
+def test_kernels_switched_off_in_another_process_give_the_same_bytes(
+    default_matrix: dict[tuple[int, bool], dict[str, Any]],
+    name: str,
+    params: dict[str, Any],
+    d: int,
+) -> None:
+    _require_kernels(default_matrix)
+    assert _mismatches(default_matrix, _SWITCH, f"{name} {params} d={d} ") == []
+
+
+@pytest.mark.parametrize("name,params,d", _cases(CONFIGS, SIZES, xfail=True))
+def test_thread_counts_give_the_same_bytes(
+    default_matrix: dict[tuple[int, bool], dict[str, Any]],
+    name: str,
+    params: dict[str, Any],
+    d: int,
+) -> None:
+    _require_kernels(default_matrix)
+    assert _mismatches(default_matrix, _THREADS, f"{name} {params} d={d} ") == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,params,d", _cases(SLOW_CONFIGS, SLOW_SIZES, False))
+def test_slow_kernels_switch_at_every_thread_count(
+    slow_matrix: dict[tuple[int, bool], dict[str, Any]],
+    name: str,
+    params: dict[str, Any],
+    d: int,
+) -> None:
+    _require_kernels(slow_matrix)
+    for t in (1, 16):
+        assert (
+            _mismatches(slow_matrix, [(t, True), (t, False)], f"{name} {params} d={d} ")
+            == []
+        )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,params,d", _cases(SLOW_CONFIGS, SLOW_SIZES, True))
+def test_slow_thread_counts_with_and_without_kernels(
+    slow_matrix: dict[tuple[int, bool], dict[str, Any]],
+    name: str,
+    params: dict[str, Any],
+    d: int,
+) -> None:
+    _require_kernels(slow_matrix)
+    for kernels in (True, False):
+        runs = [run for run in _SLOW_RUNS if run[1] == kernels]
+        assert _mismatches(slow_matrix, runs, f"{name} {params} d={d} ") == []
