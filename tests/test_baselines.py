@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from conftest import make_gaussian, make_lognormal, mean_vnmse, vnmse
+from factories import make_gaussian, make_lognormal, mean_vnmse, vnmse
 
 import fedrot
 

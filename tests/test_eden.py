@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from conftest import make_gaussian, make_lognormal, make_pair, mean_vnmse, vnmse
+from factories import make_gaussian, make_lognormal, make_pair, mean_vnmse, vnmse
 
 import fedrot
 from fedrot.tables.lloyd_max import lloyd_max

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_gaussian, make_onehot
+from factories import make_gaussian, make_onehot
 
 from fedrot import _kernels, bitpack
 from fedrot.chunking import plan_chunks

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import make_gaussian
+from factories import make_gaussian
 
 import fedrot
 from fedrot.codecs import CODECS

@@ -9,7 +9,7 @@ import zlib
 import numpy as np
 import pytest
 import torch
-from conftest import make_block, make_gaussian, make_onehot, vnmse
+from factories import make_block, make_gaussian, make_onehot, vnmse
 
 import fedrot
 import fedrot.codecs._rotation as rotated_module

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import make_block, make_gaussian
+from factories import make_block, make_gaussian
 
 from fedrot import _kernels
 from fedrot.codecs import get_codec

@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from conftest import (
+from factories import (
     make_block,
     make_dense_pm1,
     make_gaussian,

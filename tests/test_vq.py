@@ -9,7 +9,7 @@ import zlib
 import numpy as np
 import pytest
 import torch
-from conftest import make_gaussian, make_pair, mean_vnmse, vnmse
+from factories import make_gaussian, make_pair, mean_vnmse, vnmse
 
 import fedrot
 from fedrot.chunking import plan_chunks

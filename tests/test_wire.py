@@ -9,7 +9,7 @@ import zlib
 
 import pytest
 import torch
-from conftest import make_gaussian
+from factories import make_gaussian
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
