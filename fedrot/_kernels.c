@@ -736,3 +736,61 @@ i64 fedrot_quic_send_f32(const float *z, i64 n, double T, u64 hkey, u64 ukey, in
     }
     return total;
 }
+
+/* ------------------------------------------------------------ seeded streams */
+/* Uniform u_i = (word(key, start + i) >> 40) * 2**-24 (float32, exact: see
+ * fedrot.seeds.uniforms_torch). Masks compare it with p in float32, as torch does
+ * for a float32 tensor and a Python float (p rounded to float32 first). */
+#define STREAM_CH 65536
+typedef struct {
+    u64 key;
+    i64 start, n;
+    float p;
+    float *u;
+    uint8_t *mask;
+    i64 *counts;
+} stream_t;
+
+static inline float uniform_at(u64 key, i64 i) {
+    return (float)(word(key, i) >> 40) * 0x1p-24f;
+}
+
+static void uniforms_range(void *c, i64 lo, i64 hi) {
+    const stream_t *a = (const stream_t *)c;
+    i64 i0 = lo * STREAM_CH, i1 = hi * STREAM_CH < a->n ? hi * STREAM_CH : a->n;
+    for (i64 i = i0; i < i1; i++) a->u[i] = uniform_at(a->key, a->start + i);
+}
+
+static void mask_range(void *c, i64 lo, i64 hi) {
+    const stream_t *a = (const stream_t *)c;
+    for (i64 ch = lo; ch < hi; ch++) {
+        i64 i0 = ch * STREAM_CH, i1 = i0 + STREAM_CH < a->n ? i0 + STREAM_CH : a->n;
+        i64 cnt = 0;
+        for (i64 i = i0; i < i1; i++) {
+            uint8_t m = uniform_at(a->key, a->start + i) < a->p;
+            a->mask[i] = m;
+            cnt += m;
+        }
+        a->counts[ch] = cnt;
+    }
+}
+
+/* out[i] = u_{start+i} for i < n. */
+void fedrot_uniforms_f32(u64 key, i64 start, i64 n, float *out, int threads) {
+    stream_t a;
+    a.key = key; a.start = start; a.n = n; a.p = 0; a.u = out; a.mask = 0; a.counts = 0;
+    parallel_for(uniforms_range, &a, (n + STREAM_CH - 1) / STREAM_CH, threads);
+}
+
+/* out[i] = u_{start+i} < p (0/1 bytes) for i < n; returns the number of ones.
+ * `counts` has one slot per STREAM_CH coordinates. */
+i64 fedrot_mask_f32(u64 key, i64 start, i64 n, float p, uint8_t *out, i64 *counts,
+                    int threads) {
+    stream_t a;
+    i64 nch = (n + STREAM_CH - 1) / STREAM_CH, total = 0;
+    a.key = key; a.start = start; a.n = n; a.p = p; a.u = 0; a.mask = out;
+    a.counts = counts;
+    parallel_for(mask_range, &a, nch, threads);
+    for (i64 ch = 0; ch < nch; ch++) total += counts[ch];
+    return total;
+}

@@ -50,6 +50,8 @@ __all__ = [
     "quic_send",
     "quic_aggregate_",
     "quic_estimate_",
+    "uniforms",
+    "mask",
 ]
 
 _SRC = Path(__file__).with_name("_kernels.c")
@@ -189,6 +191,19 @@ PROTOTYPES: Mapping[str, Prototype] = {
         pstart=_I64_P,
         padded=_I64,
         out=_F32_P,
+        threads=_INT,
+    ),
+    "fedrot_uniforms_f32": _proto(
+        None, key=_U64, start=_I64, n=_I64, out=_F32_P, threads=_INT
+    ),
+    "fedrot_mask_f32": _proto(
+        _I64,
+        key=_U64,
+        start=_I64,
+        n=_I64,
+        p=_F32,
+        out=_U8_P,
+        counts=_I64_P,
         threads=_INT,
     ),
     "fedrot_quic_send_f32": _proto(
@@ -716,3 +731,43 @@ def quic_estimate_(
         threads=max(1, min(_threads(padded), (padded + 2047) // 2048)),
     )
     return True
+
+
+_STREAM_CHUNK = 65536
+
+
+def uniforms(key: int, n: int) -> torch.Tensor | None:
+    """:func:`fedrot.seeds.uniforms_torch` on the CPU: ``n`` float32 uniforms of the
+    key's stream, the same values (None: use torch)."""
+    lib = _lib()
+    if lib is None:
+        return None
+    out = torch.empty(n, dtype=torch.float32)
+    if n:
+        lib["fedrot_uniforms_f32"](
+            key=key, start=0, n=n, out=out.data_ptr(), threads=_threads(n)
+        )
+    return out
+
+
+def mask(key: int, n: int, p: float) -> tuple[torch.Tensor, int] | None:
+    """``uniforms_torch(key, n) < p`` on the CPU as a bool tensor, with its number
+    of True values (None: use torch). The comparison is torch's: float32, with ``p``
+    rounded to float32."""
+    lib = _lib()
+    if lib is None:
+        return None
+    out = torch.empty(n, dtype=torch.bool)
+    if n == 0:
+        return out, 0
+    counts = torch.empty((n + _STREAM_CHUNK - 1) // _STREAM_CHUNK, dtype=torch.int64)
+    count = lib["fedrot_mask_f32"](
+        key=key,
+        start=0,
+        n=n,
+        p=p,
+        out=out.data_ptr(),
+        counts=counts.data_ptr(),
+        threads=_threads(n),
+    )
+    return out, int(count)

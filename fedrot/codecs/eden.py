@@ -36,13 +36,14 @@ from .. import _kernels, bitpack, wire
 from ..chunking import DEFAULT_CHUNK_SIZE, ChunkPlan
 from ..errors import PayloadError
 from ..rotation import piece_views
-from ..seeds import Stream, derive_seed, uniforms_torch
+from ..seeds import Stream, derive_seed
 from ..tables.lloyd_max import lloyd_max
 from . import _pieces
 from ._io import read_f32, read_tensor, tensor_bytes
 from ._params import Field, ParamLayout
 from ._rotation import MODE_FIELD, Rotated, Rotation
 from ._scaling import rescaled, scale_bytes
+from ._streams import mask
 from .base import Codec
 
 __all__ = ["EdenCodec"]
@@ -109,10 +110,12 @@ class EdenCodec(Codec):
         return 1.0 / e - 1.0
 
     # ----------------------------------------------------------------- helpers
-    def _mask(self, n: int, p: float, seed: int, client: int) -> torch.Tensor:
-        """The shared-seed mask ``u < p`` over n coordinates (MASK stream)."""
-        key = derive_seed(seed, client, Stream.MASK)
-        return uniforms_torch(key, n, device=self.device) < p
+    def _mask(
+        self, n: int, p: float, seed: int, client: int
+    ) -> tuple[torch.Tensor, int]:
+        """The shared-seed mask ``u < p`` over n coordinates (MASK stream) and its
+        number of True values."""
+        return mask(derive_seed(seed, client, Stream.MASK), n, p, self.device)
 
     def _code_bytes(self, n: int, n_hi: int) -> int:
         return bitpack.packed_size(n_hi, self._hi) + bitpack.packed_size(
@@ -125,7 +128,7 @@ class EdenCodec(Codec):
         if self.bits >= 1:
             layers, body = self._encode_dense(v, seed, client, exp)
             return self._pack(d=d, layers=layers, body=body)
-        sub = v[self._mask(d, self.bits, seed, client)].div_(self.bits)
+        sub = v[self._mask(d, self.bits, seed, client)[0]].div_(self.bits)
         head = struct.pack("<Q", sub.numel())
         if sub.numel() == 0:
             return self._pack(d=d, layers=0, body=[head])
@@ -140,7 +143,11 @@ class EdenCodec(Codec):
             fast = self._encode_fast(plan, y, exp)
             if fast is not None:
                 return layers, fast
-        hi = self._mask(plan.padded, self._frac, seed, client) if self._frac else None
+        hi, n_hi = (
+            self._mask(plan.padded, self._frac, seed, client)
+            if self._frac
+            else (None, 0)
+        )
         codes = torch.empty(plan.padded, dtype=torch.int64, device=self.device)
         scales = []
         cent_lo, bnd_lo = self._tables[self._lo]
@@ -164,7 +171,7 @@ class EdenCodec(Codec):
         if hi is None:
             body.append(tensor_bytes(bitpack.pack(codes, self._lo)))
         else:
-            body.insert(0, struct.pack("<Q", int(hi.sum())))
+            body.insert(0, struct.pack("<Q", n_hi))
             body.append(tensor_bytes(bitpack.pack(codes[hi], self._hi)))
             body.append(tensor_bytes(bitpack.pack(codes[~hi], self._lo)))
         return layers, body
@@ -241,8 +248,8 @@ class EdenCodec(Codec):
         out = torch.zeros(header.d, dtype=torch.float32, device=self.device)
         if m == 0:
             return out
-        keep = self._mask(header.d, self.bits, seed, client)
-        if int(keep.sum()) != m:
+        keep, kept = self._mask(header.d, self.bits, seed, client)
+        if kept != m:
             raise PayloadError(
                 "Payload's kept-coordinate count does not match the mask regenerated "
                 "from (seed, client): wrong seed/client id or a corrupt payload."
@@ -266,8 +273,8 @@ class EdenCodec(Codec):
                 seed=seed,
                 client=client,
             )
-        hi = self._mask(plan.padded, self._frac, seed, client)
-        if int(hi.sum()) != n_hi:
+        hi, count = self._mask(plan.padded, self._frac, seed, client)
+        if count != n_hi:
             raise PayloadError(
                 "Payload's ceil-bit count does not match the mask regenerated from "
                 "(seed, client): wrong seed/client id or a corrupt payload."

@@ -22,11 +22,12 @@ import torch
 from .. import bitpack, wire
 from ..chunking import DEFAULT_CHUNK_SIZE
 from ..rotation import piece_views
-from ..seeds import Stream, derive_seed, uniforms_torch
+from ..seeds import Stream, derive_seed
 from ._io import ScalesAndCodes, check_int, read_tensor, tensor_bytes
 from ._params import Field, ParamLayout
 from ._rotation import MODE_FIELD, Rotated, Rotation
 from ._scaling import rescaled, restore, scale_bytes
+from ._streams import uniforms
 from .base import Codec
 
 __all__ = ["HadamardSQCodec"]
@@ -59,8 +60,8 @@ class HadamardSQCodec(Codec):
     def _encode(self, v: torch.Tensor, seed: int, client: int, exp: int) -> bytes:
         plan, layers, y = self.rotation.forward_(v, seed=seed, client=client)
         top = (1 << self.bits) - 1
-        u = uniforms_torch(
-            derive_seed(seed, client, Stream.PRIVATE), plan.padded, device=self.device
+        u = uniforms(
+            derive_seed(seed, client, Stream.PRIVATE), plan.padded, self.device
         )
         codes = torch.empty(plan.padded, dtype=torch.int64, device=self.device)
         bounds = []

@@ -21,10 +21,11 @@ import torch
 
 from .. import bitpack, wire
 from ..errors import PayloadError
-from ..seeds import Stream, derive_seed, uniforms_torch
+from ..seeds import Stream, derive_seed
 from ._io import ScalesAndCodes, tensor_bytes
 from ._params import Field, ParamLayout
 from ._scaling import scale_bytes, scaled_values
+from ._streams import uniforms
 from .base import Codec
 
 __all__ = ["QsgdCodec"]
@@ -55,9 +56,7 @@ class QsgdCodec(Codec):
         inv = self.levels / norm if float(norm) > 0 else torch.zeros_like(norm)
         r = v.abs() * inv
         base = r.floor()
-        u = uniforms_torch(
-            derive_seed(seed, client, Stream.PRIVATE), v.numel(), device=self.device
-        )
+        u = uniforms(derive_seed(seed, client, Stream.PRIVATE), v.numel(), self.device)
         level = (
             (base + (u < r - base).to(r.dtype)).clamp_(0, self.levels).to(torch.int64)
         )

@@ -18,10 +18,11 @@ import torch
 
 from .. import bitpack, wire
 from ..errors import PayloadError
-from ..seeds import Stream, derive_seed, uniforms_torch
+from ..seeds import Stream, derive_seed
 from ._io import ScalesAndCodes, tensor_bytes
 from ._params import Field, ParamLayout
 from ._scaling import scale_bytes, scaled_values
+from ._streams import uniforms
 from .base import Codec
 
 __all__ = ["TernGradCodec"]
@@ -67,9 +68,7 @@ class TernGradCodec(Codec):
             v = v.clamp(-bound, bound)
         s = v.abs().max()
         inv = 1.0 / s if float(s) > 0 else torch.zeros_like(s)
-        u = uniforms_torch(
-            derive_seed(seed, client, Stream.PRIVATE), v.numel(), device=self.device
-        )
+        u = uniforms(derive_seed(seed, client, Stream.PRIVATE), v.numel(), self.device)
         keep = (u < v.abs() * inv).to(torch.int64)
         trits = 1 + keep * torch.sign(v).to(torch.int64)
         body = [

@@ -1,0 +1,34 @@
+"""Seeded uniform streams and masks for the codecs, compiled on the CPU when possible.
+
+The values are those of :func:`fedrot.seeds.uniforms_torch` (the reference, any
+device); :mod:`fedrot._kernels` computes them in one pass without the int64
+temporaries of the torch path when the kernels are available.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .. import _kernels
+from ..seeds import uniforms_torch
+
+__all__ = ["uniforms", "mask"]
+
+
+def uniforms(key: int, n: int, device: torch.device) -> torch.Tensor:
+    """``n`` float32 uniforms in [0, 1) of the key's stream (2**-24 grid)."""
+    if device.type == "cpu":
+        fast = _kernels.uniforms(key, n)
+        if fast is not None:
+            return fast
+    return uniforms_torch(key, n, device=device)
+
+
+def mask(key: int, n: int, p: float, device: torch.device) -> tuple[torch.Tensor, int]:
+    """The mask ``uniforms(key, n) < p`` (bool) and its number of True values."""
+    if device.type == "cpu":
+        fast = _kernels.mask(key, n, p)
+        if fast is not None:
+            return fast
+    m = uniforms_torch(key, n, device=device) < p
+    return m, int(m.sum())

@@ -1,0 +1,78 @@
+"""Compiled seeded streams (uniforms, masks) and the codecs that use them, against
+the torch reference: the same values, the same payload bytes, the same decodes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from factories import make_gaussian
+
+from fedrot import _kernels
+from fedrot.codecs import get_codec
+from fedrot.codecs._streams import mask, uniforms
+from fedrot.seeds import uniforms_torch
+
+needs_kernels = pytest.mark.skipif(
+    not _kernels.available(), reason=f"compiled kernels: {_kernels.status()}"
+)
+_CPU = torch.device("cpu")
+
+
+@needs_kernels
+@pytest.mark.parametrize("n", [0, 1, 63, 65536, 65537, 300001])
+@pytest.mark.parametrize("key", [0, 12345, 2**64 - 1])
+def test_uniforms_equal_reference(n: int, key: int) -> None:
+    ref = uniforms_torch(key, n)
+    old = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            assert torch.equal(uniforms(key, n, _CPU), ref)
+    finally:
+        torch.set_num_threads(old)
+
+
+@needs_kernels
+@pytest.mark.parametrize("p", [0.5, 0.7, 0.1, 0.9, 1 / 3, 2.0**-24, 1.0 - 2.0**-25])
+def test_mask_equals_float32_comparison(p: float) -> None:
+    """torch compares a float32 tensor with a Python float in float32 (p rounded
+    first); 0.7 and 0.9 round down, so u == float32(p) tells the two readings apart."""
+    n, key = 300001, 99
+    ref = uniforms_torch(key, n) < p
+    m, count = mask(key, n, p, _CPU)
+    assert m.dtype == torch.bool and torch.equal(m, ref)
+    assert count == int(ref.sum())
+    pf = torch.tensor(p, dtype=torch.float32)
+    assert not bool((pf.reshape(1) < p).item())  # the reading the kernel follows
+
+
+_CODECS = [
+    ("hadamard-sq", {"bits": 1}),
+    ("hadamard-sq", {"bits": 4, "rotations": 2}),
+    ("qsgd", {"levels": 15}),
+    ("qsgd", {"levels": 1}),
+    ("terngrad", {}),
+    ("terngrad", {"clip": 2.5}),
+    ("eden", {"bits": 1.5}),
+    ("eden", {"bits": 2.5, "rotations": 3}),
+    ("eden", {"bits": 0.5}),
+    ("eden", {"bits": 0.1}),
+]
+
+
+@needs_kernels
+@pytest.mark.parametrize("name,kw", _CODECS)
+@pytest.mark.parametrize("d", [1, 1000, 70001, (1 << 17) + 3])
+def test_payloads_and_decodes_identical_to_reference(
+    name: str, kw: dict, d: int
+) -> None:
+    codec = get_codec(name, **kw)
+    x = make_gaussian(d, 3 * d + 1).float()
+    x[: d // 4] = 0
+    blob = codec.encode(x, seed=77, client=2**63 + 5)
+    out = codec.decode(blob, seed=77, client=2**63 + 5)
+    with _kernels.enabled(False):
+        ref_blob = codec.encode(x, seed=77, client=2**63 + 5)
+        ref = codec.decode(ref_blob, seed=77, client=2**63 + 5)
+    assert blob == ref_blob
+    assert torch.equal(out.view(torch.int32), ref.view(torch.int32))
