@@ -794,3 +794,44 @@ i64 fedrot_mask_f32(u64 key, i64 start, i64 n, float p, uint8_t *out, i64 *count
     for (i64 ch = 0; ch < nch; ch++) total += counts[ch];
     return total;
 }
+
+/* ------------------------------------------------------------- Hadamard-SQ */
+/* Stochastic min-max quantization of rows of y (fedrot/codecs/hadamard_sq.py):
+ * t = (y - lo[r]) * inv[r]; b = floor(t); level = b + (u < t - b), clamped to
+ * [0, top]; u is uniform offset + r*size + j of `key`'s stream. float32 throughout,
+ * one rounding per operation, as torch. */
+typedef struct {
+    const float *y, *lo, *inv;
+    i64 size, offset;
+    u64 key;
+    int top;
+    uint8_t *codes;
+} hsq_t;
+
+static void hsq_rows(void *c, i64 r0, i64 r1) {
+    const hsq_t *a = (const hsq_t *)c;
+    const float topf = (float)a->top;
+    for (i64 r = r0; r < r1; r++) {
+        const float *yr = a->y + r * a->size;
+        uint8_t *cr = a->codes + r * a->size;
+        const float lo = a->lo[r], inv = a->inv[r];
+        const i64 g = a->offset + r * a->size;
+        for (i64 j = 0; j < a->size; j++) {
+            float t = (yr[j] - lo) * inv;
+            float b = floorf(t);
+            float lev = b + (float)(uniform_at(a->key, g + j) < t - b);
+            lev = lev < 0.0f ? 0.0f : lev;
+            lev = lev > topf ? topf : lev;
+            cr[j] = (uint8_t)(int)lev;
+        }
+    }
+}
+
+void fedrot_hsq_quant_f32(const float *y, i64 rows, i64 size, i64 offset, u64 key,
+                          const float *lo, const float *inv, int top, uint8_t *codes,
+                          int threads) {
+    hsq_t a;
+    a.y = y; a.lo = lo; a.inv = inv; a.size = size; a.offset = offset; a.key = key;
+    a.top = top; a.codes = codes;
+    parallel_for(hsq_rows, &a, rows, threads);
+}

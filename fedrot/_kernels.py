@@ -52,6 +52,7 @@ __all__ = [
     "quic_estimate_",
     "uniforms",
     "mask",
+    "hadamard_sq_quantize_",
 ]
 
 _SRC = Path(__file__).with_name("_kernels.c")
@@ -204,6 +205,19 @@ PROTOTYPES: Mapping[str, Prototype] = {
         p=_F32,
         out=_U8_P,
         counts=_I64_P,
+        threads=_INT,
+    ),
+    "fedrot_hsq_quant_f32": _proto(
+        None,
+        y=_F32_P,
+        rows=_I64,
+        size=_I64,
+        offset=_I64,
+        key=_U64,
+        lo=_F32_P,
+        inv=_F32_P,
+        top=_INT,
+        codes=_U8_P,
         threads=_INT,
     ),
     "fedrot_quic_send_f32": _proto(
@@ -771,3 +785,48 @@ def mask(key: int, n: int, p: float) -> tuple[torch.Tensor, int] | None:
         threads=_threads(n),
     )
     return out, int(count)
+
+
+def hadamard_sq_quantize_(
+    y: torch.Tensor,
+    *,
+    offset: int,
+    key: int,
+    lo: torch.Tensor,
+    inv: torch.Tensor,
+    top: int,
+    codes: torch.Tensor,
+) -> bool:
+    """Hadamard-SQ's stochastic rounding of a (rows, size) float32 piece view ``y``.
+
+    Writes ``codes`` (uint8, same shape): ``t = (y - lo[r]) * inv[r]``, ``floor(t)``
+    plus one where uniform ``offset + r*size + j`` of ``key``'s stream is below
+    ``t - floor(t)``, clamped to ``0 .. top`` (<= 255): the float32 operations of
+    :mod:`fedrot.codecs.hadamard_sq`, fused with the stream. Returns False,
+    touching nothing, when the kernels cannot run.
+    """
+    lib = _lib()
+    if (
+        lib is None
+        or top > 255
+        or y.dtype != torch.float32
+        or codes.dtype != torch.uint8
+        or lo.dtype != torch.float32
+        or inv.dtype != torch.float32
+        or not _usable(y, codes, lo, inv)
+    ):
+        return False
+    rows, size = y.shape
+    lib["fedrot_hsq_quant_f32"](
+        y=y.data_ptr(),
+        rows=rows,
+        size=size,
+        offset=offset,
+        key=key,
+        lo=lo.data_ptr(),
+        inv=inv.data_ptr(),
+        top=top,
+        codes=codes.data_ptr(),
+        threads=max(1, min(_threads(y.numel()), rows)),
+    )
+    return True

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from .. import bitpack, wire
+from .. import _kernels, bitpack, wire
 from ..chunking import DEFAULT_CHUNK_SIZE
 from ..rotation import piece_views
 from ..seeds import Stream, derive_seed
@@ -60,26 +60,35 @@ class HadamardSQCodec(Codec):
     def _encode(self, v: torch.Tensor, seed: int, client: int, exp: int) -> bytes:
         plan, layers, y = self.rotation.forward_(v, seed=seed, client=client)
         top = (1 << self.bits) - 1
-        u = uniforms(
-            derive_seed(seed, client, Stream.PRIVATE), plan.padded, self.device
-        )
-        codes = torch.empty(plan.padded, dtype=torch.int64, device=self.device)
+        key = derive_seed(seed, client, Stream.PRIVATE)
         bounds = []
-        for view, uview, cview in zip(
-            piece_views(y, plan),
-            piece_views(u, plan),
-            piece_views(codes, plan),
-            strict=True,
+        fused = self.device.type == "cpu" and _kernels.available()
+        codes = torch.empty(
+            plan.padded,
+            dtype=torch.uint8 if fused else torch.int64,
+            device=self.device,
+        )
+        u = None if fused else uniforms(key, plan.padded, self.device)
+        for i, (g, view, cview) in enumerate(
+            zip(
+                plan.groups, piece_views(y, plan), piece_views(codes, plan), strict=True
+            )
         ):
             lo = view.min(dim=1).values
             hi = view.max(dim=1).values
             step = (hi - lo) / top
             inv = torch.where(step > 0, 1.0 / step, torch.zeros_like(step))
+            bounds.append(torch.stack([lo, hi], dim=1).reshape(-1))
+            if fused and _kernels.hadamard_sq_quantize_(
+                view, offset=g.offset, key=key, lo=lo, inv=inv, top=top, codes=cview
+            ):
+                continue
+            if u is None:
+                u = uniforms(key, plan.padded, self.device)
             t = (view - lo[:, None]) * inv[:, None]
             base = t.floor()
-            level = base + (uview < (t - base)).to(t.dtype)
+            level = base + (piece_views(u, plan)[i] < (t - base)).to(t.dtype)
             cview.copy_(level.clamp_(0, top).to(torch.int64))
-            bounds.append(torch.stack([lo, hi], dim=1).reshape(-1))
         body = [
             scale_bytes(torch.cat(bounds), exp, "range"),
             tensor_bytes(bitpack.pack(codes, self.bits)),
