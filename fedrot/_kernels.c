@@ -488,13 +488,19 @@ void fedrot_eden_quant_f32(const float *y, i64 rows, i64 size, const float *srow
             continue;
         }
         if (nb <= 15) { /* count of boundaries < z, branch-free */
-            for (i64 j = 0; j < size; j++) {
-                float z = yr[j] * s;
-                int q = 0;
-                for (int b = 0; b < nb; b++) q += bnd[b] < z;
-                cr[j] = (uint8_t)q;
-                pr[j] = cent[q] * yr[j];
+#define EQ_ROW(NB)                                                                     \
+            for (i64 j = 0; j < size; j++) {                                           \
+                float z = yr[j] * s;                                                   \
+                int q = 0;                                                             \
+                for (int b = 0; b < NB; b++) q += bnd[b] < z;                          \
+                cr[j] = (uint8_t)q;                                                    \
+                pr[j] = cent[q] * yr[j];                                               \
             }
+            if (nb == 3) { EQ_ROW(3) } /* constant counts unroll */
+            else if (nb == 7) { EQ_ROW(7) }
+            else if (nb == 15) { EQ_ROW(15) }
+            else { EQ_ROW(nb) }
+#undef EQ_ROW
             continue;
         }
         for (i64 j = 0; j < size; j++) {
@@ -834,4 +840,76 @@ void fedrot_hsq_quant_f32(const float *y, i64 rows, i64 size, i64 offset, u64 ke
     a.y = y; a.lo = lo; a.inv = inv; a.size = size; a.offset = offset; a.key = key;
     a.top = top; a.codes = codes;
     parallel_for(hsq_rows, &a, rows, threads);
+}
+
+/* ------------------------------------------------------ fractional-bit EDEN */
+/* #{boundaries < z} (torch.bucketize, right=False) over nb sorted boundaries. */
+static inline int bucket_of(float z, const float *bnd, int nb) {
+    int lo = 0, len = nb;
+    while (len > 0) {
+        int half = len >> 1;
+        int go = bnd[lo + half] < z;
+        lo = go ? lo + half + 1 : lo;
+        len = go ? len - half - 1 : half;
+    }
+    return lo;
+}
+
+static inline int count_below(float z, const float *bnd, int nb) {
+    int q = 0;
+    for (int b = 0; b < nb; b++) q += bnd[b] < z;
+    return q;
+}
+
+/* Rows of y with two quantizers chosen per coordinate by hi[i] (1: the ceil-bit
+ * one): z = y * srow[r]; q = bucket(z) of the chosen boundaries; codes[i] = q;
+ * prod[i] = centroid[q] * y[i] (the torch path's where(hi, ...) per element). Both
+ * buckets are computed and one selected, without a branch on the random mask. */
+/* One row; NLO / NHI > 0 are the boundary counts as compile-time constants (the
+ * counting loops unroll), 0 means the runtime counts with bisection. */
+#define EQ2_ROW(NLO, NHI)                                                              \
+    for (i64 j = j0; j < j1; j++) {                                                    \
+        float z = y[j] * s;                                                            \
+        int ql = NLO ? count_below(z, bnd_lo, NLO) : bucket_of(z, bnd_lo, nb_lo);      \
+        int qh = NHI ? count_below(z, bnd_hi, NHI) : bucket_of(z, bnd_hi, nb_hi);      \
+        int h = hi[j];                                                                 \
+        float cl = cent_lo[ql], ch = cent_hi[qh];                                      \
+        codes[j] = (uint8_t)(h ? qh : ql);                                             \
+        prod[j] = (h ? ch : cl) * y[j];                                                \
+    }
+void fedrot_eden_quant2_f32(const float *y, i64 rows, i64 size, const float *srow,
+                            const uint8_t *hi, const float *bnd_lo, int nb_lo,
+                            const float *cent_lo, const float *bnd_hi, int nb_hi,
+                            const float *cent_hi, uint8_t *codes, float *prod) {
+    for (i64 r = 0; r < rows; r++) {
+        const float s = srow[r];
+        const i64 j0 = r * size, j1 = j0 + size;
+        if (nb_lo == 1 && nb_hi == 3) { EQ2_ROW(1, 3) }
+        else if (nb_lo == 3 && nb_hi == 7) { EQ2_ROW(3, 7) }
+        else if (nb_lo == 7 && nb_hi == 15) { EQ2_ROW(7, 15) }
+        else { EQ2_ROW(0, 0) }
+    }
+}
+#undef EQ2_ROW
+
+/* Codes where sel[i] is 1, in order, packed with w1 bits into out1; the others with
+ * w0 bits into out0 (the layout of fedrot.bitpack.pack on codes[sel], codes[~sel]).
+ * out1/out0 are zeroed by the caller and sized for their counts PLUS 8 bytes: every
+ * step stores 8 bytes of each accumulator unconditionally (no branch on sel). */
+void fedrot_pack_split(const uint8_t *codes, const uint8_t *sel, i64 n, int w1,
+                       uint8_t *out1, int w0, uint8_t *out0) {
+    u64 acc1 = 0, acc0 = 0;
+    u64 nb1 = 0, nb0 = 0;
+    i64 o1 = 0, o0 = 0;
+    for (i64 i = 0; i < n; i++) {
+        u64 s1 = sel[i] & 1, s0 = s1 ^ 1, c = codes[i];
+        acc1 |= (c & (0 - s1)) << nb1;
+        acc0 |= (c & (0 - s0)) << nb0;
+        nb1 += (u64)w1 & (0 - s1);
+        nb0 += (u64)w0 & (0 - s0);
+        memcpy(out1 + o1, &acc1, 8);
+        memcpy(out0 + o0, &acc0, 8);
+        o1 += (i64)(nb1 >> 3); acc1 >>= nb1 & ~7ULL; nb1 &= 7;
+        o0 += (i64)(nb0 >> 3); acc0 >>= nb0 & ~7ULL; nb0 &= 7;
+    }
 }

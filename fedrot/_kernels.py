@@ -53,6 +53,8 @@ __all__ = [
     "uniforms",
     "mask",
     "hadamard_sq_quantize_",
+    "eden_quantize2_",
+    "pack_split",
 ]
 
 _SRC = Path(__file__).with_name("_kernels.c")
@@ -219,6 +221,32 @@ PROTOTYPES: Mapping[str, Prototype] = {
         top=_INT,
         codes=_U8_P,
         threads=_INT,
+    ),
+    "fedrot_eden_quant2_f32": _proto(
+        None,
+        y=_F32_P,
+        rows=_I64,
+        size=_I64,
+        srow=_F32_P,
+        hi=_U8_P,
+        bnd_lo=_F32_P,
+        nb_lo=_INT,
+        cent_lo=_F32_P,
+        bnd_hi=_F32_P,
+        nb_hi=_INT,
+        cent_hi=_F32_P,
+        codes=_U8_P,
+        prod=_F32_P,
+    ),
+    "fedrot_pack_split": _proto(
+        None,
+        codes=_U8_P,
+        sel=_U8_P,
+        n=_I64,
+        w1=_INT,
+        out1=_U8_P,
+        w0=_INT,
+        out0=_U8_P,
     ),
     "fedrot_quic_send_f32": _proto(
         _I64,
@@ -830,3 +858,82 @@ def hadamard_sq_quantize_(
         threads=max(1, min(_threads(y.numel()), rows)),
     )
     return True
+
+
+def eden_quantize2_(
+    y: torch.Tensor,
+    factor: torch.Tensor,
+    hi: torch.Tensor,
+    low: tuple[torch.Tensor, torch.Tensor],
+    high: tuple[torch.Tensor, torch.Tensor],
+    codes: torch.Tensor,
+    prod: torch.Tensor,
+) -> bool:
+    """Fractional-bit EDEN's quantization of a (rows, size) float32 piece view.
+
+    Like :func:`eden_quantize_`, with the (boundaries, centroids) pair ``high``
+    where the bool mask ``hi`` (same shape) is True and ``low`` elsewhere: the
+    per-element result of the torch path's ``where(hi, ...)``. Returns False,
+    touching nothing, when the kernels cannot run.
+    """
+    lib = _lib()
+    tensors = (y, factor, hi, *low, *high, codes, prod)
+    if (
+        lib is None
+        or y.dtype != torch.float32
+        or codes.dtype != torch.uint8
+        or hi.dtype != torch.bool
+        or max(low[0].numel(), high[0].numel()) > 255
+        or any(t.dtype != torch.float32 for t in (*low, *high))
+        or not _usable(*tensors)
+    ):
+        return False
+    rows, size = y.shape
+    lib["fedrot_eden_quant2_f32"](
+        y=y.data_ptr(),
+        rows=rows,
+        size=size,
+        srow=factor.data_ptr(),
+        hi=hi.data_ptr(),
+        bnd_lo=low[0].data_ptr(),
+        nb_lo=low[0].numel(),
+        cent_lo=low[1].data_ptr(),
+        bnd_hi=high[0].data_ptr(),
+        nb_hi=high[0].numel(),
+        cent_hi=high[1].data_ptr(),
+        codes=codes.data_ptr(),
+        prod=prod.data_ptr(),
+    )
+    return True
+
+
+def pack_split(
+    codes: torch.Tensor, sel: torch.Tensor, count: int, w1: int, w0: int
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``(pack(codes[sel], w1), pack(codes[~sel], w0))`` of uint8 CPU codes in one
+    pass; ``count`` is the number of True values of ``sel`` (None: use torch)."""
+    lib = _lib()
+    if (
+        lib is None
+        or codes.dtype != torch.uint8
+        or sel.dtype != torch.bool
+        or codes.shape != sel.shape
+        or not _usable(codes, sel)
+    ):
+        return None
+    n = codes.numel()
+    if not 0 <= count <= n or max(w1, w0) > 8:
+        return None
+    size1, size0 = (count * w1 + 7) // 8, ((n - count) * w0 + 7) // 8
+    out1 = torch.zeros(size1 + 8, dtype=torch.uint8)  # 8 bytes of slack: see C
+    out0 = torch.zeros(size0 + 8, dtype=torch.uint8)
+    lib["fedrot_pack_split"](
+        codes=codes.data_ptr(),
+        sel=sel.data_ptr(),
+        n=n,
+        w1=w1,
+        out1=out1.data_ptr(),
+        w0=w0,
+        out0=out0.data_ptr(),
+    )
+    return out1[:size1], out0[:size0]

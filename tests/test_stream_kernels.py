@@ -7,7 +7,7 @@ import pytest
 import torch
 from factories import make_gaussian
 
-from fedrot import _kernels
+from fedrot import _kernels, bitpack
 from fedrot.codecs import get_codec
 from fedrot.codecs._streams import mask, uniforms
 from fedrot.seeds import uniforms_torch
@@ -55,6 +55,11 @@ _CODECS = [
     ("terngrad", {"clip": 2.5}),
     ("eden", {"bits": 1.5}),
     ("eden", {"bits": 2.5, "rotations": 3}),
+    ("eden", {"bits": 3.25}),
+    ("eden", {"bits": 4.5, "rotations": 1}),
+    ("eden", {"bits": 7.5}),
+    ("eden", {"bits": 2}),
+    ("eden", {"bits": 4}),
     ("eden", {"bits": 0.5}),
     ("eden", {"bits": 0.1}),
 ]
@@ -76,3 +81,24 @@ def test_payloads_and_decodes_identical_to_reference(
         ref = codec.decode(ref_blob, seed=77, client=2**63 + 5)
     assert blob == ref_blob
     assert torch.equal(out.view(torch.int32), ref.view(torch.int32))
+
+
+@needs_kernels
+@pytest.mark.parametrize("w1,w0", [(2, 1), (3, 2), (8, 7), (5, 4)])
+@pytest.mark.parametrize("n", [1, 7, 1000, 65541])
+def test_pack_split_equals_two_reference_packs(w1: int, w0: int, n: int) -> None:
+    gen = torch.Generator().manual_seed(n + w1)
+    sel = torch.rand(n, generator=gen) < 0.37
+    codes = torch.where(
+        sel,
+        torch.randint(0, 1 << w1, (n,), generator=gen),
+        torch.randint(0, 1 << w0, (n,), generator=gen),
+    ).to(torch.uint8)
+    count = int(sel.sum())
+    out = _kernels.pack_split(codes, sel, count, w1, w0)
+    assert out is not None
+    with _kernels.enabled(False):
+        ref1 = bitpack.pack(codes[sel].long(), w1)
+        ref0 = bitpack.pack(codes[~sel].long(), w0)
+    assert torch.equal(out[0], ref1) and torch.equal(out[1], ref0)
+    assert _kernels.pack_split(codes, sel, n + 1, w1, w0) is None  # impossible count

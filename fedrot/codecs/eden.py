@@ -139,15 +139,14 @@ class EdenCodec(Codec):
         self, v: torch.Tensor, seed: int, client: int, exp: int
     ) -> tuple[int, list[bytes]]:
         plan, layers, y = self.rotation.forward_(v, seed=seed, client=client)
-        if not self._frac:
-            fast = self._encode_fast(plan, y, exp)
-            if fast is not None:
-                return layers, fast
         hi, n_hi = (
             self._mask(plan.padded, self._frac, seed, client)
             if self._frac
             else (None, 0)
         )
+        fast = self._encode_fast(plan, y, exp, hi, n_hi)
+        if fast is not None:
+            return layers, fast
         codes = torch.empty(plan.padded, dtype=torch.int64, device=self.device)
         scales = []
         cent_lo, bnd_lo = self._tables[self._lo]
@@ -177,33 +176,54 @@ class EdenCodec(Codec):
         return layers, body
 
     def _encode_fast(
-        self, plan: ChunkPlan, y: torch.Tensor, exp: int
+        self,
+        plan: ChunkPlan,
+        y: torch.Tensor,
+        exp: int,
+        hi: torch.Tensor | None,
+        n_hi: int,
     ) -> list[bytes] | None:
-        """Integer-bit quantization with the fused kernel (None: unavailable).
+        """Quantization with the fused kernels (None: unavailable).
 
         Same operations as the torch loop of :meth:`_encode_dense`: norms and dot
         products are torch reductions over the same tensors, the elementwise steps
-        (normalize, bucketize, centroid lookup, product) are fused.
+        (normalize, bucketize, centroid lookup, the ceil/floor choice by the mask
+        ``hi`` of fractional budgets, product) are fused, and the two code streams
+        of a fractional budget are packed in one pass.
         """
-        cent, bnd = self._tables[self._lo]
+        if not _kernels.available():
+            return None
+        low, high = self._tables[self._lo][::-1], self._tables[self._hi][::-1]
         codes = torch.empty(plan.padded, dtype=torch.uint8, device=self.device)
         prod = torch.empty_like(y)  # squares, then centroid * y
         scales = []
-        for view, cview, pview in zip(
-            piece_views(y, plan),
-            piece_views(codes, plan),
-            piece_views(prod, plan),
-            strict=True,
+        hi_views = piece_views(hi, plan) if hi is not None else None
+        for i, (view, cview, pview) in enumerate(
+            zip(
+                piece_views(y, plan),
+                piece_views(codes, plan),
+                piece_views(prod, plan),
+                strict=True,
+            )
         ):
             norm2 = _pieces.row_norms2(view, pview)
             factor = _pieces.row_factors(view, norm2)
-            if not _kernels.eden_quantize_(view, factor, bnd, cent, cview, pview):
+            if hi_views is None:
+                done = _kernels.eden_quantize_(view, factor, *low, cview, pview)
+            else:
+                done = _kernels.eden_quantize2_(
+                    view, factor, hi_views[i], low, high, cview, pview
+                )
+            if not done:
                 return None
             scales.append(_pieces.unbiasing_scale(norm2, pview.sum(dim=1)))
-        return [
-            scale_bytes(torch.cat(scales), exp, "scale"),
-            tensor_bytes(bitpack.pack(codes, self._lo)),
-        ]
+        body = [scale_bytes(torch.cat(scales), exp, "scale")]
+        if hi is None:
+            return [*body, tensor_bytes(bitpack.pack(codes, self._lo))]
+        split = _kernels.pack_split(codes, hi, n_hi, self._hi, self._lo)
+        if split is None:
+            return None
+        return [struct.pack("<Q", n_hi), *body, *map(tensor_bytes, split)]
 
     # ------------------------------------------------------------------ decode
     def _check_layers(self, header: wire.Header) -> None:
