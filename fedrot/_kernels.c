@@ -15,6 +15,7 @@
 #include <math.h>
 #include <pthread.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #if defined(__AVX2__)
 #include <immintrin.h>
@@ -912,4 +913,57 @@ void fedrot_pack_split(const uint8_t *codes, const uint8_t *sel, i64 n, int w1,
         o1 += (i64)(nb1 >> 3); acc1 >>= nb1 & ~7ULL; nb1 &= 7;
         o0 += (i64)(nb0 >> 3); acc0 >>= nb0 & ~7ULL; nb0 &= 7;
     }
+}
+
+/* ------------------------------------------- streamed per-client aggregation */
+/* One client's DRIVE/EDEN decode added into a running sum, piece by piece while the
+ * piece is in cache: buf = table[code] * scales[r] (fedrot_dequant_f32), the inverse
+ * RHT stack of rows_fn_f32 (keys reversed, FWHT then signs), then for the first d
+ * padded positions acc = buf * wt (first client, torch mul_) or
+ * acc = fma(buf, wt, acc) (torch add_(x, alpha=wt)). Rows in parallel; returns 0,
+ * or -1 when a scratch buffer cannot be allocated (acc then partly written). */
+typedef struct {
+    const uint8_t *data;
+    i64 start, size, offset, d;
+    int w, k, first;
+    const float *table, *scales;
+    const u64 *keys;
+    float s, wt;
+    float *acc;
+    int failed;
+} dqacc_t;
+
+static void dqacc_rows(void *c, i64 r0, i64 r1) {
+    dqacc_t *a = (dqacc_t *)c;
+    const i64 size = a->size;
+    float *buf = (float *)malloc((size_t)size * sizeof(float));
+    if (!buf) { a->failed = 1; return; }
+    for (i64 r = r0; r < r1; r++) {
+        const i64 g = a->offset + r * size;
+        i64 m = a->d - g < size ? a->d - g : size;
+        if (m <= 0) continue;
+        fedrot_dequant_f32(a->data, a->start + r * size, 1, size, a->w, a->table,
+                           a->scales + r, buf);
+        for (int l = a->k - 1; l >= 0; l--)
+            rec_f32(buf, size, 1, a->s, l + 1 < a->k ? a->keys[l + 1] : 0, l + 1 < a->k, g);
+        flip_f32(buf, size, a->keys[0], g);
+        float *acc = a->acc + g;
+        const float wt = a->wt;
+        if (a->first) for (i64 j = 0; j < m; j++) acc[j] = buf[j] * wt;
+        else for (i64 j = 0; j < m; j++) acc[j] = fmaf(buf[j], wt, acc[j]);
+    }
+    free(buf);
+}
+
+int fedrot_dequant_acc_f32(const uint8_t *data, i64 start, i64 rows, i64 size,
+                           i64 offset, i64 d, int w, const float *table,
+                           const float *scales, const u64 *keys, int k, float s,
+                           float wt, int first, float *acc, int threads) {
+    dqacc_t a;
+    if (k < 1) return -1;
+    a.data = data; a.start = start; a.size = size; a.offset = offset; a.d = d;
+    a.w = w; a.k = k; a.first = first; a.table = table; a.scales = scales;
+    a.keys = keys; a.s = s; a.wt = wt; a.acc = acc; a.failed = 0;
+    parallel_for(dqacc_rows, &a, rows, threads);
+    return a.failed ? -1 : 0;
 }

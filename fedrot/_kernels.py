@@ -55,6 +55,7 @@ __all__ = [
     "hadamard_sq_quantize_",
     "eden_quantize2_",
     "pack_split",
+    "dequantize_accumulate_",
 ]
 
 _SRC = Path(__file__).with_name("_kernels.c")
@@ -247,6 +248,25 @@ PROTOTYPES: Mapping[str, Prototype] = {
         out1=_U8_P,
         w0=_INT,
         out0=_U8_P,
+    ),
+    "fedrot_dequant_acc_f32": _proto(
+        _INT,
+        data=_U8_P,
+        start=_I64,
+        rows=_I64,
+        size=_I64,
+        offset=_I64,
+        d=_I64,
+        w=_INT,
+        table=_F32_P,
+        scales=_F32_P,
+        keys=_U64_P,
+        k=_INT,
+        s=_F32,
+        wt=_F32,
+        first=_INT,
+        acc=_F32_P,
+        threads=_INT,
     ),
     "fedrot_quic_send_f32": _proto(
         _I64,
@@ -937,3 +957,66 @@ def pack_split(
         out0=out0.data_ptr(),
     )
     return out1[:size1], out0[:size0]
+
+
+def dequantize_accumulate_(
+    acc: torch.Tensor,
+    data: torch.Tensor,
+    *,
+    offset: int,
+    rows: int,
+    size: int,
+    width: int,
+    table: torch.Tensor,
+    scales: torch.Tensor,
+    keys: Sequence[int],
+    scale: float,
+    weight: float,
+    first: bool,
+) -> bool:
+    """Add one client's decode of a group of pieces into the float32 sum ``acc``.
+
+    Each (size,) piece ``r`` of the group starting at padded position ``offset`` is
+    dequantized (``table[code] * scales[r]``, codes of ``width`` <= 8 bits from
+    stream position ``offset + r*size`` of ``data``), inverted through the RHT stack
+    ``keys`` (scaled FWHT ``scale``) while in cache, and its positions below
+    ``acc.numel()`` become ``x * weight`` (``first``) or ``fma(x, weight, acc)``:
+    the values of :func:`dequantize_` + :func:`rht_` (inverse) + torch's
+    ``mul_(w)`` / ``add_(x, alpha=w)``, without a dense per-client vector. Returns
+    False, touching nothing, when the kernels cannot run.
+    """
+    lib = _lib()
+    if (
+        lib is None
+        or not keys
+        or width > 8
+        or acc.dtype != torch.float32
+        or table.dtype != torch.float32
+        or scales.dtype != torch.float32
+        or not _usable(acc, data, table, scales)
+    ):
+        return False
+    if rows == 0:
+        return True
+    karr = (ctypes.c_uint64 * len(keys))(*keys)
+    rc = lib["fedrot_dequant_acc_f32"](
+        data=data.data_ptr(),
+        start=offset,
+        rows=rows,
+        size=size,
+        offset=offset,
+        d=acc.numel(),
+        w=width,
+        table=table.data_ptr(),
+        scales=scales.data_ptr(),
+        keys=karr,
+        k=len(keys),
+        s=scale,
+        wt=weight,
+        first=int(first),
+        acc=acc.data_ptr(),
+        threads=max(1, min(_threads(rows * size), rows)),
+    )
+    if rc != 0:
+        raise MemoryError("fedrot_dequant_acc_f32: no memory for a piece buffer")
+    return True

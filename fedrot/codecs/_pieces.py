@@ -8,6 +8,8 @@ views of :func:`fedrot.rotation.piece_views`, one row per piece.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -15,7 +17,7 @@ from .. import _kernels, bitpack
 from ..chunking import ChunkPlan
 from ..rotation import piece_views
 from ._rotation import Rotated, Rotation
-from ._scaling import rescaled, restore
+from ._scaling import decode_exponent, rescaled, restore
 
 __all__ = [
     "row_norms2",
@@ -26,6 +28,8 @@ __all__ = [
     "dequantize_pieces_",
     "scaled_inverse",
     "dequantize",
+    "Dequantizable",
+    "streamed_sum",
 ]
 
 
@@ -139,3 +143,76 @@ def dequantize(
     c = table[bitpack.unpack(raw, plan.padded, width)]
     rotated = Rotated(plan, layers, c)
     return scaled_inverse(rotation, rotated, scales, exp, seed=seed, client=client)
+
+
+@dataclass(frozen=True)
+class Dequantizable:
+    """A parsed payload that :func:`dequantize` decodes: ``R^{-1}(S_piece *
+    table[codes])[:d]`` with ``width``-bit codes packed in ``raw`` (uint8)."""
+
+    plan: ChunkPlan
+    layers: int
+    raw: torch.Tensor
+    width: int
+    table: torch.Tensor
+    scales: torch.Tensor
+
+
+def streamed_sum(
+    rotation: Rotation,
+    parts: Sequence[Dequantizable | None],
+    *,
+    seed: int,
+    clients: Sequence[int],
+    weights: Sequence[float],
+) -> torch.Tensor | None:
+    """``sum_c w_c * decode_c`` streamed client by client into one float32 sum.
+
+    Each client's pieces are decoded in cache and added at once (compiled kernel),
+    so no dense per-client vector is made; the values are those of decoding every
+    payload with :func:`dequantize` and summing with ``mul_(w)`` then
+    ``add_(x, alpha=w)`` in the same client order. None (nothing done) when the
+    kernels cannot run, a part is not dequantizable, has no rotation layer, or
+    needs rescaling (scales beyond float32's comfortable range): the caller then
+    decodes one by one.
+    """
+    if not parts or not _kernels.available():
+        return None
+    usable: list[Dequantizable] = []
+    for p in parts:
+        if (
+            p is None
+            or p.layers < 1
+            or p.width > 8
+            or p.raw.device.type != "cpu"
+            or decode_exponent(p.scales) != 0
+        ):
+            return None
+        usable.append(p)
+    acc = torch.empty(usable[0].plan.d, dtype=torch.float32)
+    for i, (p, client, w) in enumerate(zip(usable, clients, weights, strict=True)):
+        keys = rotation.keys(seed, client, p.layers)
+        start = 0
+        for g in p.plan.groups:
+            done = _kernels.dequantize_accumulate_(
+                acc,
+                p.raw,
+                offset=g.offset,
+                rows=g.rows,
+                size=g.size,
+                width=p.width,
+                table=p.table,
+                scales=p.scales[start : start + g.rows],
+                keys=keys,
+                scale=1.0 / math.sqrt(g.size),
+                weight=w,
+                first=i == 0,
+            )
+            if not done:
+                if i == 0 and start == 0:
+                    return None
+                raise RuntimeError(  # pragma: no cover - same checks for every call
+                    f"streamed aggregation stopped midway: {_kernels.status()}"
+                )
+            start += g.rows
+    return acc

@@ -28,7 +28,7 @@ from ._io import ScalesAndCodes, read_tensor, tensor_bytes
 from ._params import Field, ParamLayout
 from ._rotation import MODE_FIELD, Rotation
 from ._scaling import scale_bytes
-from .base import Codec
+from .base import Codec, Payloads
 
 __all__ = ["DriveCodec"]
 
@@ -110,6 +110,29 @@ class DriveCodec(Codec):
             seed=seed,
             client=client,
         )
+
+    def _aggregate(
+        self, payloads: Payloads, seed: int, clients: list[int], weights: torch.Tensor
+    ) -> torch.Tensor:
+        """Payloads decoded piece by piece into one running sum
+        (:func:`fedrot.codecs._pieces.streamed_sum`) when the kernels run."""
+        parts = [
+            _pieces.Dequantizable(
+                self.rotation.plan(header.d),
+                header.rotations,
+                read_tensor(parsed[1], torch.uint8, self.device),
+                1,
+                self._pm1,
+                parsed[0],
+            )
+            for header, parsed in payloads
+        ]
+        out = _pieces.streamed_sum(
+            self.rotation, parts, seed=seed, clients=clients, weights=weights.tolist()
+        )
+        if out is not None:
+            return out
+        return super()._aggregate(payloads, seed, clients, weights)
 
     def _body_sizes(self, d: int) -> tuple[int, int]:
         plan = self.rotation.plan(d)

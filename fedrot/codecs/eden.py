@@ -44,7 +44,7 @@ from ._params import Field, ParamLayout
 from ._rotation import MODE_FIELD, Rotated, Rotation
 from ._scaling import rescaled, scale_bytes
 from ._streams import mask
-from .base import Codec
+from .base import Codec, Payloads
 
 __all__ = ["EdenCodec"]
 
@@ -308,6 +308,27 @@ class EdenCodec(Codec):
         return _pieces.scaled_inverse(
             self.rotation, rotated, scales, exp, seed=seed, client=client
         )
+
+    def _aggregate(
+        self, payloads: Payloads, seed: int, clients: list[int], weights: torch.Tensor
+    ) -> torch.Tensor:
+        """Integer-bit payloads are decoded piece by piece into one running sum
+        (:func:`fedrot.codecs._pieces.streamed_sum`); others one by one."""
+        parts = [self._dequantizable(parsed) for _, parsed in payloads]
+        out = _pieces.streamed_sum(
+            self.rotation, parts, seed=seed, clients=clients, weights=weights.tolist()
+        )
+        if out is not None:
+            return out
+        return super()._aggregate(payloads, seed, clients, weights)
+
+    def _dequantizable(self, parsed: tuple[int, Any]) -> _pieces.Dequantizable | None:
+        if self.bits < 1 or self._frac:
+            return None
+        plan, layers, _, scales, raw_view = parsed[1]
+        raw = read_tensor(raw_view, torch.uint8, self.device)
+        table = self._tables[self._lo][0]
+        return _pieces.Dequantizable(plan, layers, raw, self._lo, table, scales)
 
     # ------------------------------------------------------------------- sizes
     def _body_sizes(self, d: int) -> tuple[int, int]:
