@@ -130,12 +130,7 @@ def test_codec_params_string_round_trips() -> None:
 
 
 def test_labels_come_from_the_codec_parameters_the_setting_names() -> None:
-    labels = {
-        c.label
-        for name in PRESETS
-        for c in preset_configs(name)
-        if c.seed == 0
-    }
+    labels = {c.label for name in PRESETS for c in preset_configs(name) if c.seed == 0}
     assert {
         "fp32",
         "drive",
@@ -611,6 +606,10 @@ def test_summary_reports_bytes_per_round_both_ways_and_time_to_target(
     assert both["ratio_total"] == pytest.approx(5000 / 1040)
     assert summary["eden bits=1"]["ratio_total"] == pytest.approx(5000 / 4040)
     assert summary["fp32"]["ratio_total"] == 1.0
+    # the broadcast's cost: paired against the same uplink codec with float32 ones
+    assert both["uplink_only"] == "eden bits=1"
+    assert both["delta_uplink_only"].mean == pytest.approx(-0.01)
+    assert summary["eden bits=1"]["delta_uplink_only"] is None
     # target: 95% of fp32's mean final accuracy (0.81), reached in round 1 ...
     target = summary["fp32"]["to_target"]
     assert target.target == pytest.approx(0.95 * 0.81) and target.rounds == 1
@@ -629,6 +628,7 @@ def test_summary_reports_bytes_per_round_both_ways_and_time_to_target(
     assert row.count(" | ") == text.splitlines()[0].count(" | ")
     assert "| 25.0x | 4.8x |" in row
     assert "2 Mbit/s up, 10 Mbit/s down" in text and "not reached" in text
+    assert "| -1.00 [-1.00, -1.00] | 0.001 | 3.9x |" in text  # vs uplink-only
     names = {p.name for p in paths}
     assert {
         "results.csv",

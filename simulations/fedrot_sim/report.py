@@ -232,6 +232,9 @@ def summarize(
     out = []
     for (task, label), runs in groups.items():
         ref_runs = groups.get((task, REFERENCE), [])
+        uplink_only = _uplink_only_label(runs[0])
+        only = finals.get((task, uplink_only), {}) if uplink_only else {}
+        only_seeds = sorted(set(finals[(task, label)]) & set(only))
         mine, ref = finals[(task, label)], finals.get((task, REFERENCE), {})
         seeds = sorted(set(mine) & set(ref))
         per_round = {
@@ -254,6 +257,13 @@ def summarize(
                     [mine[s] for s in seeds], [ref[s] for s in seeds]
                 )
                 if seeds
+                else None,
+                "uplink_only": uplink_only,
+                "delta_uplink_only": paired_interval(
+                    [finals[(task, label)][s] for s in only_seeds],
+                    [only[s] for s in only_seeds],
+                )
+                if only_seeds
                 else None,
                 "uplink_mb": _mean(
                     [sum(r["uplink_bytes"] for r in d["rounds"]) for d in runs]
@@ -285,6 +295,14 @@ def summarize(
             }
         )
     return sorted(out, key=lambda s: (s["task"], -s["total_mb_round"], s["label"]))
+
+
+def _uplink_only_label(doc: dict[str, Any]) -> str | None:
+    """The label of the same uplink setting with float32 broadcasts, or None when
+    the run's broadcasts are float32 already."""
+    cfg = RunConfig.from_dict(doc["config"])
+    suffix = cfg.downlink_label
+    return cfg.label.removesuffix(suffix) if suffix else None
 
 
 def _ratio(reference: float, value: float) -> float:
@@ -365,6 +383,26 @@ def markdown(summary: list[dict[str, Any]], link: Link) -> str:
         "the setting's.",
         "",
     ]
+    with_down = [s for s in summary if s["delta_uplink_only"] is not None]
+    if with_down:
+        lines += [
+            "Compressed broadcasts against the same uplink codec with float32 "
+            "broadcasts (paired by seed):",
+            "",
+            "| task | setting | vs uplink-only (pp) | total MB/round | total vs "
+            "uplink-only |",
+            "|---|---|---|---|---|",
+        ]
+        by_label = {(s["task"], s["label"]): s for s in summary}
+        for s in with_down:
+            only = by_label[(s["task"], s["uplink_only"])]
+            lines.append(
+                f"| {s['task']} | {_cell(s['label'])} "
+                f"| {_delta_cell(s['delta_uplink_only'])} "
+                f"| {_mb(s['total_mb_round'])} "
+                f"| {_x(_ratio(only['total_mb_round'], s['total_mb_round']))} |"
+            )
+        lines.append("")
     with_target = [s for s in summary if s["to_target"] is not None]
     if not with_target:
         return "\n".join(lines) + "\n"
