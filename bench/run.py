@@ -133,6 +133,8 @@ def bench_fwht(log2s: list[int], reps: int) -> list[dict[str, Any]]:
 CODECS: list[tuple[str, dict[str, Any]]] = [
     ("eden", {"bits": 1}),
     ("eden", {"bits": 2}),
+    ("eden", {"bits": 1.5}),
+    ("eden", {"bits": 0.5}),
     ("drive", {}),
     ("hadamard-sq", {"bits": 1}),
     ("quic-fl", {"bits": 2}),
@@ -183,8 +185,8 @@ def bench_codecs(log2s: list[int], reps: int) -> list[dict[str, Any]]:
 
 
 def bench_aggregation(log2: int, ns: list[int], reps: int) -> list[dict[str, Any]]:
-    """Server aggregation: per-client decode (EDEN-1), QUIC-FL-2's shared rotation,
-    and a plain fp32 weighted mean of the same number of vectors."""
+    """Server aggregation: per-client decode streamed into one sum (EDEN-1, DRIVE),
+    QUIC-FL-2's shared rotation, and a plain fp32 weighted mean of as many vectors."""
     d = 1 << log2
     p = pass_time(d, reps)
     rows = []
@@ -212,6 +214,7 @@ def bench_aggregation(log2: int, ns: list[int], reps: int) -> list[dict[str, Any
         }
         for label, name, kw in (
             ("eden1_per_client", "eden", {"bits": 1}),
+            ("drive_per_client", "drive", {}),
             ("quicfl2_shared", "quic-fl", {"bits": 2}),
         ):
             codec = get_codec(name, **kw)
