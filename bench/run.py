@@ -38,6 +38,7 @@ from fedrot.codecs import get_codec
 from fedrot.hadamard import fwht_, fwht_reference
 
 from .flower import bench_flower
+from .memory import bench_memory
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -383,7 +384,15 @@ class Section:
     run: Callable[[], list[dict[str, Any]]]
 
 
-SECTION_KEYS = ("fwht", "codecs", "aggregation", "cuda", "simulation", "flower")
+SECTION_KEYS = (
+    "fwht",
+    "codecs",
+    "aggregation",
+    "cuda",
+    "simulation",
+    "flower",
+    "memory",
+)
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -440,6 +449,11 @@ def sections(*, quick: bool, reps: int) -> list[Section]:
             "flower",
             "Flower integration per round: client mod, server wrapper, broadcasts",
             lambda: bench_flower(1 << (16 if quick else 20), 10, reps),
+        ),
+        Section(
+            "memory",
+            "Server memory: one round of compressed replies (bench.memory)",
+            lambda: bench_memory(10**6 if quick else 10**7, 20 if quick else 200),
         ),
     ]
 
