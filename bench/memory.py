@@ -272,13 +272,13 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     from .run import machine, markdown
 
+    info = machine()
     start = time.perf_counter()
     rows = bench_memory(args.params, args.replies)
     print("\n" + markdown(rows))
     print(f"total {time.perf_counter() - start:.0f} s")
     if args.out:
-        info = {"machine": machine(), "rows": rows}
-        Path(args.out).write_text(json.dumps(info, indent=2))
+        Path(args.out).write_text(json.dumps({"machine": info, "rows": rows}, indent=2))
     return 0
 
 
