@@ -679,11 +679,14 @@ def test_run_configs_reach_flwr_run_as_toml_values() -> None:
         toml_value("it's")
 
 
-def test_task_filter_selects_one_task_of_a_preset() -> None:
+def test_task_and_seed_filters_select_runs_of_a_preset() -> None:
     shakespeare = preset_configs("paper", task="shakespeare", rounds=3)
     assert shakespeare and {c.task for c in shakespeare} == {"shakespeare"}
     assert {c.rounds for c in shakespeare} == {3}
     assert preset_configs("smoke", task="shakespeare") == []
+    first = preset_configs("default", seeds=[0])
+    assert first == [c for c in preset_configs("default") if c.seed == 0]
+    assert len(first) == len(preset_configs("default")) // 3
 
 
 def test_run_ids_are_stable_and_distinct() -> None:
@@ -713,6 +716,10 @@ def test_cli_fails_fast_on_bad_options(tmp_path: Path) -> None:
         ["--preset", "smoke", "--out", str(tmp_path), "--rounds", "0"],
         ["--preset", "smoke", "--out", str(tmp_path), "--bogus"],
         ["--preset", "smoke", "--out", str(tmp_path), "--task", "mnist"],
+        ["--preset", "smoke", "--out", str(tmp_path), "--seeds", "zero"],
+        ["--preset", "smoke", "--out", str(tmp_path), "--seeds", "7"],
+        ["--preset", "smoke", "--out", str(tmp_path), "--uplink-mbps", "0"],
+        ["--preset", "smoke", "--out", str(tmp_path), "--target-accuracy", "80"],
         ["--preset", "smoke", "--out", str(tmp_path), "--task", "shakespeare"],
         ["--preset", "smoke", "--out", str(ROOT / "simulations" / "results")],
     ):

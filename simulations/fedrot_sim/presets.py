@@ -8,7 +8,7 @@ A :class:`Preset` is a list of :class:`Group` s; a group is one task's run templ
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -107,8 +107,11 @@ DEFAULT_SETTINGS = (
     Setting("qsgd", {"levels": 1}),
     Setting("quic-fl", {"bits": 1}),
 )
-#: The frontier from 0.1 to 32 bits per coordinate (a superset of the default).
+#: The frontier from 0.1 to 32 bits per coordinate (a superset of the default), and
+#: EDEN below it (0.02, 0.05 bit) to find where it breaks.
 FRONTIER_SETTINGS = DEFAULT_SETTINGS + (
+    Setting("eden", {"bits": 0.02}),
+    Setting("eden", {"bits": 0.05}),
     Setting("eden", {"bits": 0.25}),
     Setting("eden", {"bits": 0.5}),
     Setting("eden", {"bits": 2}),
@@ -254,11 +257,17 @@ PRESETS: dict[str, Preset] = {
 
 
 def preset_configs(
-    name: str, *, rounds: int | None = None, task: str | None = None
+    name: str,
+    *,
+    rounds: int | None = None,
+    task: str | None = None,
+    seeds: Collection[int] | None = None,
 ) -> list[RunConfig]:
-    """Every run of a preset (optionally only one task's), in execution order."""
+    """Every run of a preset, in execution order; optionally only one task's, only
+    some seeds' (``seeds``), or with another number of rounds."""
     if name not in PRESETS:
         raise ValueError(
             f"Unknown preset {name!r}. Valid presets: {', '.join(PRESETS)}."
         )
-    return PRESETS[name].configs(rounds=rounds, task=task)
+    configs = PRESETS[name].configs(rounds=rounds, task=task)
+    return [c for c in configs if seeds is None or c.seed in seeds]

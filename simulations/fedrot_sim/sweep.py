@@ -47,6 +47,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--rounds", type=int, default=None, help="override rounds per run"
     )
     parser.add_argument(
+        "--seeds",
+        type=_seed_list,
+        default=None,
+        help="run only these seeds of the preset, e.g. 0 or 0,1",
+    )
+    parser.add_argument(
         "--verbose", action="store_true", help="show Flower's INFO logs"
     )
     parser.add_argument(
@@ -92,6 +98,21 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
             "packages with every run; choose a directory outside it."
         )
     return args
+
+
+def _seed_list(text: str) -> list[int]:
+    """``"0,2"`` -> ``[0, 2]`` (argparse type of ``--seeds``)."""
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be seeds separated by commas, e.g. 0,1. Found {text!r}."
+        ) from None
+    if not seeds or min(seeds) < 0:
+        raise argparse.ArgumentTypeError(
+            f"must be one or more seeds >= 0, e.g. 0,1. Found {text!r}."
+        )
+    return seeds
 
 
 def _run_pending(pending: list[RunConfig], out: Path, *, verbose: bool) -> list[str]:
@@ -162,9 +183,15 @@ def main(argv: list[str] | None = None) -> int:
     the reports from every record, then report failed runs and lost replies.
     """
     args = _parse_args(argv)
-    configs = preset_configs(args.preset, rounds=args.rounds, task=args.task)
+    configs = preset_configs(
+        args.preset, rounds=args.rounds, task=args.task, seeds=args.seeds
+    )
     if not configs:
-        print(f"error: preset {args.preset} has no {args.task} runs", file=sys.stderr)
+        print(
+            f"error: preset {args.preset} has no runs of task {args.task} and seeds "
+            f"{args.seeds}",
+            file=sys.stderr,
+        )
         return 2
     runs_dir = args.out / "runs"
     runs_dir.mkdir(parents=True, exist_ok=True)
