@@ -24,6 +24,7 @@ import torch
 from . import _kernels
 from .chunking import ChunkPlan
 from .hadamard import fwht_
+from .reductions import row_sums
 from .seeds import Stream, derive_seed, signs_torch
 
 __all__ = [
@@ -166,8 +167,8 @@ def kurtosis_ratio(xp: torch.Tensor, plan: ChunkPlan) -> list[torch.Tensor]:
         piece_views(scaled, plan), piece_views(squares, plan), strict=True
     ):
         torch.square(view, out=sq)
-        m2 = sq.sum(dim=1)
-        m4 = torch.square(sq, out=view).sum(dim=1)
+        m2 = row_sums(sq)
+        m4 = row_sums(torch.square(sq, out=view))
         out.append(view.shape[1] * m4 / m2.square())
     return out
 

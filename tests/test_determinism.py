@@ -16,10 +16,10 @@ compares the kernels with the torch path inside one process, and
 ``tests/test_seeds.py`` repeats one small encode in two processes; this file adds
 the thread counts, the environment switch and the large sizes.
 
-Known issue: a payload that holds a float32 sum over one piece longer than 32,768
-values (or over the whole vector) depends on the encoder's thread count, in the last
-bits of a scale; see :func:`_single_long_reduction`. Those payload cases are
-``xfail``; decodes and aggregates are the same for every thread count.
+torch splits a float32 sum over one row longer than 32,768 values (a one-piece group,
+or signSGD's whole-vector mean) over its threads; :mod:`fedrot.reductions` pins those
+sums to one thread, so payloads too are the same for every thread count (the sizes
+65,536 <= d < 131,072 exercise it).
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ from typing import Any
 import pytest
 
 import fedrot
-from fedrot.chunking import DEFAULT_CHUNK_SIZE, plan_chunks
 
 #: Child process: prints, as JSON, the SHA-256 of every payload, decode and aggregate
 #: for the codec settings and sizes given in argv[1].
@@ -216,57 +215,17 @@ def _require_kernels(results: dict[tuple[int, bool], dict[str, Any]]) -> None:
             pytest.skip("compiled kernels unavailable: the comparison would be vacuous")
 
 
-def _single_long_reduction(name: str, params: dict[str, Any], d: int) -> bool:
-    """Whether the payload holds a float32 sum torch splits by its thread count.
-
-    torch reduces a tensor to one value over more than 32,768 elements (its grain
-    size) in one slice per thread, so the rounding, and the last bit of the sum,
-    depends on ``torch.get_num_threads()``. Row-wise sums over several rows are
-    split by rows instead, and are the same for any thread count. fedrot takes
-    such a single-row sum for the norms, dot products and L1 norms of a piece
-    group of one piece longer than 32,768 values (DRIVE, EDEN, QUIC-FL, VQ, and
-    the ``rotations="auto"`` rule of any rotated codec; with the default chunk size
-    that is 65,536 <= d < 131,072, or that many kept coordinates for sub-bit EDEN),
-    and for signSGD's mean magnitude over the whole vector. Known issue, reported;
-    the cases are marked ``xfail`` (not strict: some inputs happen to round alike).
-    """
-    if name == "signsgd":
-        return d > 32_768
-    if name in ("drive", "eden", "quic-fl", "vq") or params.get("rotations") == "auto":
-        chunk_log2 = int(params.get("chunk_size", DEFAULT_CHUNK_SIZE)).bit_length() - 1
-        rotated = [d]
-        if name == "eden" and params.get("bits", 2) < 1:
-            # sub-bit EDEN rotates the kept coordinates: about bits * d of them
-            rotated = [int(params["bits"] * d * f) for f in (0.98, 1.0, 1.02)]
-        return any(
-            g.rows == 1 and g.size > 32_768
-            for n in rotated
-            if n > 0
-            for g in plan_chunks(n, chunk_log2).groups
-        )
-    return False
-
-
 def _cases(
-    configs: Sequence[tuple[str, dict[str, Any]]], sizes: Sequence[int], xfail: bool
+    configs: Sequence[tuple[str, dict[str, Any]]], sizes: Sequence[int]
 ) -> list[Any]:
-    """(name, params, d) parameters, thread-dependent ones marked when ``xfail``."""
-    cases = []
-    for name, params in configs:
-        for d in sizes:
-            marks = []
-            if xfail and _single_long_reduction(name, params, d):
-                marks.append(pytest.mark.xfail(reason=_XFAIL_REASON, strict=False))
-            cases.append(
-                pytest.param(name, params, d, marks=marks, id=f"{name}-{params}-{d}")
-            )
-    return cases
+    """(name, params, d) parameters with readable ids."""
+    return [
+        pytest.param(name, params, d, id=f"{name}-{params}-{d}")
+        for name, params in configs
+        for d in sizes
+    ]
 
 
-_XFAIL_REASON = (
-    "single-row float32 sums over > 32768 values depend on torch's thread count "
-    "(see _single_long_reduction)"
-)
 _THREADS = [(1, True), (2, True), (16, True)]
 _SWITCH = [(2, True), (2, False)]
 _SLOW_RUNS = [(1, True), (2, True), (3, True), (16, True), (1, False), (16, False)]
@@ -306,7 +265,7 @@ def _case(name: str, params: dict[str, Any], d: int) -> str:
     return f"{name} {params} d={d}"
 
 
-@pytest.mark.parametrize("name,params,d", _cases(CONFIGS, SWITCH_SIZES, xfail=False))
+@pytest.mark.parametrize("name,params,d", _cases(CONFIGS, SWITCH_SIZES))
 def test_kernels_switched_off_in_another_process_give_the_same_bytes(
     default_matrix: dict[tuple[int, bool], dict[str, Any]],
     name: str,
@@ -318,7 +277,7 @@ def test_kernels_switched_off_in_another_process_give_the_same_bytes(
     assert _mismatches(default_matrix, _SWITCH, case, ALL) == []
 
 
-@pytest.mark.parametrize("name,params,d", _cases(CONFIGS, SIZES, xfail=False))
+@pytest.mark.parametrize("name,params,d", _cases(CONFIGS, SIZES))
 def test_decodes_and_aggregates_are_the_same_for_any_thread_count(
     default_matrix: dict[tuple[int, bool], dict[str, Any]],
     name: str,
@@ -330,7 +289,7 @@ def test_decodes_and_aggregates_are_the_same_for_any_thread_count(
     assert _mismatches(default_matrix, _THREADS, case, DECODING) == []
 
 
-@pytest.mark.parametrize("name,params,d", _cases(CONFIGS, SIZES, xfail=True))
+@pytest.mark.parametrize("name,params,d", _cases(CONFIGS, SIZES))
 def test_payloads_are_the_same_for_any_thread_count(
     default_matrix: dict[tuple[int, bool], dict[str, Any]],
     name: str,
@@ -343,7 +302,7 @@ def test_payloads_are_the_same_for_any_thread_count(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name,params,d", _cases(SLOW_CONFIGS, SLOW_SIZES, False))
+@pytest.mark.parametrize("name,params,d", _cases(SLOW_CONFIGS, SLOW_SIZES))
 def test_slow_kernels_switch_and_decoding_threads(
     slow_matrix: dict[tuple[int, bool], dict[str, Any]],
     name: str,
@@ -358,7 +317,7 @@ def test_slow_kernels_switch_and_decoding_threads(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name,params,d", _cases(SLOW_CONFIGS, SLOW_SIZES, True))
+@pytest.mark.parametrize("name,params,d", _cases(SLOW_CONFIGS, SLOW_SIZES))
 def test_slow_payload_threads_with_and_without_kernels(
     slow_matrix: dict[tuple[int, bool], dict[str, Any]],
     name: str,

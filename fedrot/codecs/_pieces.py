@@ -15,6 +15,7 @@ import torch
 
 from .. import _kernels, bitpack
 from ..chunking import ChunkPlan
+from ..reductions import row_sums
 from ..rotation import piece_views
 from ._rotation import Rotated, Rotation
 from ._scaling import decode_exponent, rescaled, restore
@@ -37,11 +38,12 @@ def row_norms2(view: torch.Tensor, scratch: torch.Tensor | None = None) -> torch
     """Squared L2 norm of each row of a (rows, size) piece view.
 
     ``scratch`` (same shape) receives the squares instead of a new tensor; the
-    reduction, and so the result, is the same.
+    reduction, and so the result, is the same (and independent of the thread
+    count, see :func:`row_sums`).
     """
     if scratch is None:
-        return view.square().sum(dim=1)
-    return torch.square(view, out=scratch).sum(dim=1)
+        return row_sums(view.square())
+    return row_sums(torch.square(view, out=scratch))
 
 
 def row_factors(view: torch.Tensor, norm2: torch.Tensor) -> torch.Tensor:

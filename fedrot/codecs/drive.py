@@ -22,6 +22,7 @@ import torch
 
 from .. import bitpack, wire
 from ..chunking import DEFAULT_CHUNK_SIZE
+from ..reductions import row_sums
 from ..rotation import piece_views
 from . import _pieces
 from ._io import ScalesAndCodes, read_tensor, tensor_bytes
@@ -82,7 +83,7 @@ class DriveCodec(Codec):
         for view, tmp in zip(
             piece_views(y, plan), piece_views(scratch, plan), strict=True
         ):
-            l1 = torch.abs(view, out=tmp).sum(dim=1)
+            l1 = row_sums(torch.abs(view, out=tmp))
             if self.unbiased:
                 n2 = _pieces.row_norms2(view, tmp)
                 s = torch.where(l1 > 0, n2 / l1, torch.zeros_like(l1))

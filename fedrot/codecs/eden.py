@@ -35,6 +35,7 @@ import torch
 from .. import _kernels, bitpack, wire
 from ..chunking import DEFAULT_CHUNK_SIZE, ChunkPlan
 from ..errors import PayloadError
+from ..reductions import row_sums
 from ..rotation import piece_views
 from ..seeds import Stream, derive_seed
 from ..tables.lloyd_max import lloyd_max
@@ -165,7 +166,7 @@ class EdenCodec(Codec):
                 q = torch.where(hview, q_hi, q)
                 c = torch.where(hview, cent_hi[q_hi], c)
             cview.copy_(q)
-            scales.append(_pieces.unbiasing_scale(norm2, (c * view).sum(dim=1)))
+            scales.append(_pieces.unbiasing_scale(norm2, row_sums(c * view)))
         body = [scale_bytes(torch.cat(scales), exp, "scale")]
         if hi is None:
             body.append(tensor_bytes(bitpack.pack(codes, self._lo)))
@@ -216,7 +217,7 @@ class EdenCodec(Codec):
                 )
             if not done:
                 return None
-            scales.append(_pieces.unbiasing_scale(norm2, pview.sum(dim=1)))
+            scales.append(_pieces.unbiasing_scale(norm2, row_sums(pview)))
         body = [scale_bytes(torch.cat(scales), exp, "scale")]
         if hi is None:
             return [*body, tensor_bytes(bitpack.pack(codes, self._lo))]

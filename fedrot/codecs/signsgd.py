@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 
 from .. import bitpack, wire
+from ..reductions import one_thread_for
 from ._io import ScalesAndCodes, tensor_bytes
 from ._scaling import scale_bytes, scaled_values
 from .base import Codec
@@ -31,7 +32,9 @@ class SignSGDCodec(Codec):
     unbiased = False
 
     def _encode(self, v: torch.Tensor, seed: int, client: int, exp: int) -> bytes:
-        scale = scale_bytes(v.abs().mean().reshape(1), exp, "mean magnitude")
+        with one_thread_for(v):  # the same mean for any torch thread count
+            mean = v.abs().mean()
+        scale = scale_bytes(mean.reshape(1), exp, "mean magnitude")
         body = [scale, tensor_bytes(bitpack.pack(v < 0, 1))]
         return self._pack(d=v.numel(), layers=0, body=body)
 

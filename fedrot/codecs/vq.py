@@ -35,6 +35,7 @@ import torch
 
 from .. import bitpack, wire
 from ..chunking import DEFAULT_CHUNK_SIZE
+from ..reductions import row_sums
 from ..rotation import piece_views
 from ..tables.vq import CONFIGS, codebook, nearest
 from . import _pieces
@@ -128,7 +129,7 @@ class VQCodec(Codec):
         idx = nearest(z.view(blocks, m), self._codewords)
         c = self._codewords[idx].reshape(-1)[: plan.padded]
         scales = [
-            _pieces.unbiasing_scale(n2, (cview * view).sum(dim=1))
+            _pieces.unbiasing_scale(n2, row_sums(cview * view))
             for view, cview, n2 in zip(
                 piece_views(y, plan), piece_views(c, plan), norms2, strict=True
             )
