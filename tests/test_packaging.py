@@ -10,6 +10,7 @@ extras, and checks in that venv that a codec round trip works while ``flwr`` and
 from __future__ import annotations
 
 import email.parser
+import os
 import subprocess
 import sys
 import venv
@@ -22,12 +23,20 @@ ROOT = Path(__file__).resolve().parents[1]
 TORCH = "torch==2.13.0"
 
 
+def _clean_env() -> dict[str, str]:
+    """This process's environment without PYTHON* variables: an earlier test in the
+    same session (Flower's simulation, a sweep) may leave a PYTHONPATH that would
+    show the project venv's packages to the fresh venv."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+
+
 def _pip(python: Path | str, *args: str, timeout: int) -> None:
     out = subprocess.run(
         [str(python), "-m", "pip", "--disable-pip-version-check", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
+        env=_clean_env(),
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
 
@@ -134,6 +143,7 @@ def test_pip_install_without_extras_gives_a_working_core(tmp_path: Path) -> None
         capture_output=True,
         text=True,
         timeout=300,
+        env=_clean_env(),
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "core ok" in out.stdout and str(env_dir) in out.stdout

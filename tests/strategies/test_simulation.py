@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -66,15 +67,20 @@ def test_flower_simulation_engine_runs_compressed_training() -> None:
     def main(grid: Grid, context: Context) -> None:
         results.append(run(grid, run_config))
 
-    run_simulation(
-        server_app=server_app,
-        client_app=client_app,
-        num_supernodes=3,
-        backend_config={
-            "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-            "init_args": {"num_cpus": 1, "include_dashboard": False},
-        },
-    )
+    saved = dict(os.environ)
+    try:
+        run_simulation(
+            server_app=server_app,
+            client_app=client_app,
+            num_supernodes=3,
+            backend_config={
+                "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+                "init_args": {"num_cpus": 1, "include_dashboard": False},
+            },
+        )
+    finally:  # Flower and Ray leave PYTHONPATH and RAY_* set in this process
+        os.environ.clear()
+        os.environ.update(saved)
     assert len(results) == 1
     result = results[0]
     acc = {r: m["acc"] for r, m in result.evaluate_metrics_serverapp.items()}
