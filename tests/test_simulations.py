@@ -409,6 +409,19 @@ def test_compressed_broadcasts_cut_the_total_bytes_of_a_run() -> None:
     assert both.rounds[1].accuracy != uplink_only.rounds[1].accuracy
 
 
+def test_diverged_local_training_sends_a_zero_update_and_is_counted() -> None:
+    # a learning rate that blows every local model up to non-finite weights
+    result, _ = _paired_run(
+        "eden", list(range(100, 106)), codec_params={"bits": 1}, lr=1e30
+    )
+    assert [r.diverged_clients for r in result.rounds] == [0, 3, 3, 3]
+    # the run completes; every reply counted; the model never changed
+    assert all(r.failed_replies == 0 and r.trained for r in result.rounds[1:])
+    assert {r.accuracy for r in result.rounds} == {result.rounds[0].accuracy}
+    healthy, _ = _paired_run("eden", list(range(100, 106)), codec_params={"bits": 1})
+    assert all(r.diverged_clients == 0 for r in healthy.rounds)
+
+
 def test_batches_group_runs_by_federation_size(tmp_path: Path) -> None:
     default = preset_configs("default")
     silo = preset_configs("cross-silo")

@@ -7,7 +7,9 @@ Mods, outermost first: :func:`timing_mod` (measures the client's CPU seconds for
 the time-to-accuracy model; it only adds one metric to the reply) and fedrot's
 ``compression_mod`` (rebuilds compressed broadcasts, compresses the reply). The
 ClientApp reports its own CPU seconds and those of the training loop, so the codec's
-share on the client is ``client-cpu-s - app-cpu-s``.
+share on the client is ``client-cpu-s - app-cpu-s``. A client whose local training
+ends with non-finite weights (it started from a model that a codec's noise blew up)
+sends back the model it received, a zero update, with the metric ``diverged`` = 1.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from .models import make_model
 from .sampling import (
     KEY_APP_CPU,
     KEY_CLIENT_CPU,
+    KEY_DIVERGED,
     KEY_PARTITION,
     KEY_TRAIN_CPU,
     local_seed,
@@ -84,7 +87,8 @@ def train_fn(msg: Message, context: Context) -> Message:
     seed = int(cfg["seed"])
     x, y = client_data(task, partition, num_clients, float(cfg["alpha"]), seed)
     model = make_model(task, model=str(cfg["model"]))
-    model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
+    received = msg.content["arrays"].to_torch_state_dict()
+    model.load_state_dict(received)
     _warm_up(str(cfg["model"]), model, x, y)
     train_start = time.process_time()
     loss = train(
@@ -97,15 +101,24 @@ def train_fn(msg: Message, context: Context) -> Message:
         seed=local_seed(seed, int(cfg["server-round"]), partition),
     )
     train_end = time.process_time()
+    state = model.state_dict()
+    # diverged local training (a broadcast model blown up by a codec's noise): send
+    # back the received model, a zero update, and say so, instead of weights the
+    # client mod would refuse to encode
+    diverged = not all(
+        bool(torch.isfinite(v).all()) for v in state.values() if v.is_floating_point()
+    )
     metrics = MetricRecord(
         {
             "train-loss": loss,
             "num-examples": len(y),
             KEY_TRAIN_CPU: train_end - train_start,
+            KEY_DIVERGED: int(diverged),
         }
     )
     metrics[KEY_APP_CPU] = time.process_time() - app_start
+    arrays = ArrayRecord(received if diverged else state)
     return Message(
-        RecordDict({"arrays": ArrayRecord(model.state_dict()), "metrics": metrics}),
+        RecordDict({"arrays": arrays, "metrics": metrics}),
         reply_to=msg,
     )

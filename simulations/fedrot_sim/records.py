@@ -44,6 +44,8 @@ class RoundRecord:
     compressed broadcast, encoding the update); ``server_cpu_s`` is the server
     strategy's work in the round (downlink encoding, reply decoding and
     aggregation, fedrot's byte counting), without the central evaluation.
+    ``diverged_clients`` counts the clients whose local training diverged
+    (non-finite weights; they sent a zero update, see ``fedrot_sim.client_app``).
     """
 
     round: int
@@ -63,6 +65,7 @@ class RoundRecord:
     train_cpu_s: list[float] = field(default_factory=list)
     codec_cpu_s: list[float] = field(default_factory=list)
     server_cpu_s: float = 0.0
+    diverged_clients: int = 0
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,7 @@ CSV_COLUMNS = [
     "downlink_payload_bytes",
     "failed_replies",
     "failed_by_reason",
+    "diverged_clients",
     "train_cpu_s",
     "codec_cpu_s",
     "server_cpu_s",
@@ -114,6 +115,7 @@ def _rows(docs: list[dict[str, Any]], link: Link) -> list[dict[str, Any]]:
                     "failed_by_reason": " ".join(
                         f"{k}={v}" for k, v in sorted(r["failed_by_reason"].items())
                     ),
+                    "diverged_clients": r.get("diverged_clients", 0),
                     "train_cpu_s": max(r["train_cpu_s"], default=0.0),
                     "codec_cpu_s": max(r["codec_cpu_s"], default=0.0),
                     "server_cpu_s": r["server_cpu_s"],
@@ -289,6 +291,12 @@ def summarize(
                 "failed_replies": sum(
                     r["failed_replies"] for d in runs for r in d["rounds"]
                 ),
+                "diverged": sum(
+                    r.get("diverged_clients", 0) for d in runs for r in d["rounds"]
+                ),
+                "diverged_runs": sum(
+                    any(r.get("diverged_clients", 0) for r in d["rounds"]) for d in runs
+                ),
                 "to_target": _to_target(runs, ref_runs, goals[task], link)
                 if task in goals
                 else None,
@@ -359,8 +367,8 @@ def markdown(summary: list[dict[str, Any]], link: Link) -> str:
     lines = [
         "| task | setting | seeds | final accuracy (last 5 rounds) | vs fp32, paired "
         "(pp) | uplink MB/round | total MB/round | uplink vs fp32 | total vs fp32 "
-        "| wall time s | failed replies |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| wall time s | failed replies | diverged updates (runs) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in summary:
         lines.append(
@@ -368,7 +376,8 @@ def markdown(summary: list[dict[str, Any]], link: Link) -> str:
             f"| {_accuracy_cell(s['accuracy'])} | {_delta_cell(s['delta'])} "
             f"| {_mb(s['uplink_mb_round'])} | {_mb(s['total_mb_round'])} "
             f"| {_x(s['ratio_uplink'])} | {_x(s['ratio_total'])} "
-            f"| {s['wall_time_s']:.0f} | {s['failed_replies']} |"
+            f"| {s['wall_time_s']:.0f} | {s['failed_replies']} "
+            f"| {s['diverged']} ({s['diverged_runs']}) |"
         )
     lines += [
         "",
@@ -380,7 +389,9 @@ def markdown(summary: list[dict[str, Any]], link: Link) -> str:
         "With one seed there is no interval. MB/round: Fleet message bytes of all "
         "clients per round (train and evaluate phases), uplink and uplink + "
         "downlink; vs fp32: fp32's bytes per round (float32 both ways) divided by "
-        "the setting's.",
+        "the setting's. Diverged updates: client updates whose local training "
+        "ended with non-finite weights (sent as zero updates), and in how many "
+        "runs.",
         "",
     ]
     with_down = [s for s in summary if s["delta_uplink_only"] is not None]

@@ -46,6 +46,9 @@ NODE_WAIT_S = 600.0
 KEY_CLIENT_CPU = "client-cpu-s"
 KEY_APP_CPU = "app-cpu-s"
 KEY_TRAIN_CPU = "train-cpu-s"
+#: Reply metric: 1 when the client's local training diverged (non-finite weights)
+#: and it sent back the model it received.
+KEY_DIVERGED = "diverged"
 
 
 def sample_partitions(seed: int, server_round: int, num: int, k: int) -> list[int]:
@@ -72,7 +75,8 @@ class PartitionSampledFedAvg(FedAvg):
     records each round's sample, ``client_times`` each round's measured CPU seconds
     per partition, ``(training, codec)``: the training loop, and the client step
     outside the ClientApp (broadcast decoding and update encoding), from the reply
-    metrics.
+    metrics; ``diverged`` the number of clients per round whose local training
+    diverged.
     ``node_block`` picks the block of nodes of a run that shares its federation
     with others (block ``b``: nodes ranked ``b * num_partitions`` onwards).
     """
@@ -101,6 +105,7 @@ class PartitionSampledFedAvg(FedAvg):
         self.node_block = node_block
         self.partitions: dict[int, list[int]] = {}
         self.client_times: dict[int, dict[int, tuple[float, float]]] = {}
+        self.diverged: dict[int, int] = {}
         self._partition_of: dict[int, int] = {}
 
     def configure_train(
@@ -147,6 +152,7 @@ class PartitionSampledFedAvg(FedAvg):
             ),
         )
         times = self.client_times.setdefault(server_round, {})
+        self.diverged[server_round] = 0
         for msg in ordered:
             part = self._partition_of.get(msg.metadata.src_node_id)
             if part is None or not msg.has_content():
@@ -160,6 +166,7 @@ class PartitionSampledFedAvg(FedAvg):
                         for k in (KEY_CLIENT_CPU, KEY_APP_CPU, KEY_TRAIN_CPU)
                     )
                     times[part] = (train, max(0.0, client - app))
+                self.diverged[server_round] += int(metrics.get(KEY_DIVERGED, 0))
         return super().aggregate_train(server_round, ordered)
 
 

@@ -267,6 +267,7 @@ def round_records(
                 train_cpu_s=[cpu[p][0] for p in clients if p in cpu],
                 codec_cpu_s=[cpu[p][1] for p in clients if p in cpu],
                 server_cpu_s=float(server_cpu_s.get(r, 0.0)),
+                diverged_clients=sampler.diverged.get(r, 0),
             )
         )
     return tuple(out)

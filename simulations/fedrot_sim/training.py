@@ -5,6 +5,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+#: Evaluation batch: on one CPU thread the CNN's forward pass over the 10,000 test
+#: images took 1.02 s in batches of 250 and 1.53 s in batches of 1,000.
+EVAL_BATCH = 250
+
 
 def train(
     model: nn.Module,
@@ -47,8 +51,8 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float,
     model.eval()
     loss_fn = nn.CrossEntropyLoss(reduction="sum")
     loss, correct = 0.0, 0
-    for start in range(0, len(y), 1000):
-        out = model(x[start : start + 1000])
-        loss += float(loss_fn(out, y[start : start + 1000]))
-        correct += int((out.argmax(1) == y[start : start + 1000]).sum())
+    for start in range(0, len(y), EVAL_BATCH):
+        out = model(x[start : start + EVAL_BATCH])
+        loss += float(loss_fn(out, y[start : start + EVAL_BATCH]))
+        correct += int((out.argmax(1) == y[start : start + EVAL_BATCH]).sum())
     return loss / len(y), correct / len(y)
