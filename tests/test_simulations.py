@@ -55,7 +55,11 @@ from fedrot_sim.records import (  # noqa: E402
     run_record,
     write_run_record,
 )
-from fedrot_sim.report import summarize, write_reports  # noqa: E402
+from fedrot_sim.report import (  # noqa: E402
+    shared_training_times,
+    summarize,
+    write_reports,
+)  # noqa: E402
 from fedrot_sim.sampling import (  # noqa: E402
     PartitionSampledFedAvg,
     local_seed,
@@ -665,6 +669,28 @@ def test_summary_reports_bytes_per_round_both_ways_and_time_to_target(
     assert float(rows[1]["simulated_time_s"]) == pytest.approx(
         1.25 + 8 * 20 / 2e6 + 8 * 500 / 10e6
     )
+
+
+def test_paired_runs_share_their_measured_training_times() -> None:
+    base = RunConfig(task="digits", rounds=2, num_clients=4, clients_per_round=2)
+    docs = [
+        _seeded_doc(dataclasses.replace(base, codec=codec), 0.5)
+        for codec in ("fp32", "fp16", "drive")
+    ] + [_seeded_doc(dataclasses.replace(base, seed=1), 0.5)]
+    for doc, slow in zip(docs, (1.0, 3.0, 2.0, 9.0), strict=True):
+        for r in doc["rounds"][1:]:
+            r["train_cpu_s"] = [slow, 0.25]
+    shared = shared_training_times(docs)
+    # the same seed, round and partition: the median of the three settings
+    for doc in shared[:3]:
+        assert [r["train_cpu_s"] for r in doc["rounds"]] == [
+            [],
+            [2.0, 0.25],
+            [2.0, 0.25],
+        ]
+    assert shared[3]["rounds"][1]["train_cpu_s"] == [9.0, 0.25]  # another seed
+    assert docs[0]["rounds"][1]["train_cpu_s"] == [1.0, 0.25]  # inputs unchanged
+    assert shared[1]["rounds"][1]["codec_cpu_s"] == docs[1]["rounds"][1]["codec_cpu_s"]
 
 
 def _assert_png(path: Path) -> None:

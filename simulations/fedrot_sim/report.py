@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import math
+import statistics
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,12 +81,44 @@ def family(doc: dict[str, Any]) -> str:
     return RunConfig.from_dict(doc["config"]).family
 
 
+def shared_training_times(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Copies of the records whose per-client training CPU is the median over the
+    panel's runs of the same seed, round and partition.
+
+    Paired runs train the same partitions on the same batches with the same model,
+    so their training work is identical and its measured times differ only by
+    measurement noise (other jobs on the machine, caches); with the median, the
+    simulated times of two settings differ by what the codecs change: their own
+    CPU time, their bytes, and the rounds they need. A record without the other
+    runs keeps its own times.
+    """
+    samples: dict[tuple[str, int, int, int], list[float]] = defaultdict(list)
+    for doc in docs:
+        key = (panel(doc["config"]), doc["config"]["seed"])
+        for r in doc["rounds"]:
+            for part, t in zip(r["clients"], r["train_cpu_s"], strict=False):
+                samples[(*key, r["round"], part)].append(t)
+    out = []
+    for doc in docs:
+        key = (panel(doc["config"]), doc["config"]["seed"])
+        rounds = []
+        for r in doc["rounds"]:
+            times = [
+                statistics.median(samples[(*key, r["round"], part)])
+                for part in r["clients"][: len(r["train_cpu_s"])]
+            ]
+            rounds.append({**r, "train_cpu_s": times})
+        out.append({**doc, "rounds": rounds})
+    return out
+
+
 def _rows(docs: list[dict[str, Any]], link: Link) -> list[dict[str, Any]]:
     rows = []
-    for doc in docs:
+    shared = shared_training_times(docs)
+    for doc, timed in zip(docs, shared, strict=True):
         cfg = doc["config"]
         up = down = 0
-        times = simulated_times(doc, link)
+        times = simulated_times(timed, link)
         for r, sim in zip(doc["rounds"], times, strict=True):
             up += r["uplink_bytes"]
             down += r["downlink_bytes"]
@@ -220,10 +253,12 @@ def summarize(
     round and wall time are means over seeds; ``ratio_uplink`` and
     ``ratio_total`` divide fp32's bytes per round by this setting's;
     ``to_target`` describes reaching the panel's target accuracy (see
-    :func:`targets`) on ``link``.
+    :func:`targets`) on ``link``, with the training times shared by paired runs
+    (:func:`shared_training_times`).
     """
     link = Link() if link is None else link
     goals = targets(docs, target=target)
+    docs = shared_training_times(docs)
     groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for doc in docs:
         groups[(panel(doc["config"]), doc["label"])].append(doc)
@@ -419,7 +454,9 @@ def markdown(summary: list[dict[str, Any]], link: Link) -> str:
         return "\n".join(lines) + "\n"
     lines += [
         f"Time to accuracy on a client link of {link.describe()} (measured CPU "
-        "times + bytes / bandwidth per round, see fedrot_sim/linkmodel.py):",
+        "times + bytes / bandwidth per round, see fedrot_sim/linkmodel.py; each "
+        "client's training time is the median over the settings of its seed, "
+        "round and partition, since paired runs do the same training work):",
         "",
         "| task | setting | target | seeds reaching it | rounds | total MB | "
         "simulated s | faster than fp32 |",
