@@ -794,8 +794,6 @@ def _kill_after_first_run(out: Path) -> dict[str, bytes]:
         time.sleep(1)
     sweep.terminate()
     assert sweep.wait(timeout=120) != 0
-    finished = {p.name: p.read_bytes() for p in runs.glob("*.json")}
-    assert finished and not list(runs.glob("*.tmp"))
     # the SuperLink the sweep started (and everything under it) went with it
     home = f"FLWR_HOME={(out / '.flwr').resolve()}"
     # Ray's ClientApp actors exit on their own once the raylet is gone: 12 s on this
@@ -804,6 +802,10 @@ def _kill_after_first_run(out: Path) -> dict[str, bytes]:
     while _processes_with_env(home) and time.monotonic() < deadline:
         time.sleep(1)
     assert _processes_with_env(home) == []
+    # records are complete files only; a batch's ServerApp may finish a run of its
+    # batch while it winds down, so the finished set is read once everything exited
+    finished = {p.name: p.read_bytes() for p in runs.glob("*.json")}
+    assert finished and not list(runs.glob("*.tmp"))
     return finished
 
 
