@@ -429,7 +429,7 @@ def test_diverged_local_training_sends_a_zero_update_and_is_counted() -> None:
 def test_batches_group_runs_by_federation_size(tmp_path: Path) -> None:
     default = preset_configs("default")
     silo = preset_configs("cross-silo")
-    batches = plan_batches(default[:5] + silo[:2] + default[5:7], max_runs=3)
+    batches = plan_batches(default[:5] + silo[:2] + default[5:7], max_nodes=300)
     assert [[c.run_id for c in b] for b in batches] == [
         [c.run_id for c in default[0:3]],
         [c.run_id for c in default[3:6]],
@@ -442,8 +442,12 @@ def test_batches_group_runs_by_federation_size(tmp_path: Path) -> None:
     assert batch_configs({"codec": "drive", "runs-file": ""})[0].codec == "drive"
     with pytest.raises(ValueError, match="num_clients"):
         write_batch(tmp_path / "c.json", [default[0], silo[0]])
-    with pytest.raises(ValueError, match="max_runs"):
-        plan_batches(default, max_runs=0)
+    # 6 runs of 100 nodes per batch by default; all 9 cross-silo runs (10 nodes)
+    assert [len(b) for b in plan_batches(default)] == [6] * 5 + [3]
+    assert [len(b) for b in plan_batches(silo)] == [9]
+    assert [len(b) for b in plan_batches(default[:2], max_nodes=50)] == [1, 1]
+    with pytest.raises(ValueError, match="max_nodes"):
+        plan_batches(default, max_nodes=0)
 
 
 def test_link_model_times_rounds_and_finds_the_break_even_bandwidth() -> None:
