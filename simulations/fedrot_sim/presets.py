@@ -135,7 +135,7 @@ FRONTIER_SETTINGS = DEFAULT_SETTINGS + (
 #: Fashion-MNIST, 100 clients (10 per round), Dirichlet 0.5: the default task.
 FASHION = RunConfig(
     task="fashion-mnist",
-    rounds=20,
+    rounds=18,
     num_clients=100,
     clients_per_round=10,
     alpha=0.5,
@@ -173,7 +173,7 @@ PRESETS: dict[str, Preset] = {
         ),
     ),
     "default": Preset(
-        about="Fashion-MNIST CNN, 100 clients (10 per round), Dirichlet 0.5, 20 "
+        about="Fashion-MNIST CNN, 100 clients (10 per round), Dirichlet 0.5, 18 "
         f"rounds, 3 seeds, {len(DEFAULT_SETTINGS)} settings (one per codec family, "
         "EDEN at 0.1 bit against top-k and rand-k at its bytes, EDEN 1b with 8-bit "
         "model broadcasts)",
