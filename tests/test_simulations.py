@@ -508,6 +508,9 @@ def test_pareto_front_keeps_the_points_nothing_beats() -> None:
     ]
     assert pareto_front(points) == [5, 1, 2, 0]
     assert pareto_front([(1.0, 0.5), (1.0, 0.5)]) == [0]
+    # a baseline set to EDEN's bytes within 1% is compared at equal bytes
+    assert pareto_front([(1.0, 0.78), (0.995, 0.72), (0.5, 0.1)]) == [2, 0]
+    assert pareto_front([(1.0, 0.78), (0.995, 0.72)], tolerance=0.0) == [1, 0]
 
 
 def test_t_quantiles_and_paired_intervals_match_scipy() -> None:

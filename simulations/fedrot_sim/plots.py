@@ -54,19 +54,25 @@ def _log_x(ax: Any) -> None:
     ax.xaxis.set_minor_formatter(NullFormatter())
 
 
-def pareto_front(points: list[tuple[float, float]]) -> list[int]:
-    """Indices of the points no other point beats: none has fewer-or-equal bytes
-    (``x``) and higher accuracy (``y``), or fewer bytes and equal accuracy.
+def pareto_front(
+    points: list[tuple[float, float]], *, tolerance: float = 0.01
+) -> list[int]:
+    """Indices of the points no other point beats: none has at most the same bytes
+    (``x``, up to a relative ``tolerance``: baselines are set to EDEN's bytes within
+    1%) and a higher accuracy (``y``), or fewer bytes and the same accuracy.
 
     Returned in increasing ``x``.
     """
-    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
-    front, best = [], float("-inf")
-    for i in order:
-        if points[i][1] > best:
+    front = []
+    for i, (x, y) in enumerate(points):
+        beaten = any(
+            (x2 <= x * (1 + tolerance) and y2 > y) or (x2 < x and y2 == y)
+            for j, (x2, y2) in enumerate(points)
+            if j != i
+        )
+        if not beaten and all(points[k] != (x, y) for k in front):
             front.append(i)
-            best = points[i][1]
-    return front
+    return sorted(front, key=lambda i: points[i][0])
 
 
 def _curve_plot(
@@ -152,6 +158,20 @@ def _paired_plot(summary: list[dict[str, Any]], out: Path) -> Path:
     return path
 
 
+def _paired_accuracy(entry: dict[str, Any], entries: list[dict[str, Any]]) -> float:
+    """fp32's mean final accuracy plus the setting's paired difference (%), or the
+    setting's own mean when the panel has no fp32."""
+    ref = [s for s in entries if s["label"] == "fp32"]
+    if entry["delta"] is None or not ref:
+        return 100 * float(entry["accuracy"].mean)
+    return 100 * (float(ref[0]["accuracy"].mean) + float(entry["delta"].mean))
+
+
+def _paired_error(entry: dict[str, Any]) -> float:
+    delta = entry["delta"]
+    return 100 * float(delta.half_width) if delta is not None and delta.n > 1 else 0.0
+
+
 def _frontier_plot(summary: list[dict[str, Any]], out: Path) -> Path:
     plt = _pyplot()
     panels = sorted({s["task"] for s in summary})
@@ -172,11 +192,8 @@ def _frontier_plot(summary: list[dict[str, Any]], out: Path) -> Path:
                 pts = sorted(by_family[fam], key=lambda s: s[key])
                 ax.errorbar(
                     [s[key] for s in pts],
-                    [100 * s["accuracy"].mean for s in pts],
-                    yerr=[
-                        100 * s["accuracy"].half_width if s["accuracy"].n > 1 else 0.0
-                        for s in pts
-                    ],
+                    [_paired_accuracy(s, entries) for s in pts],
+                    yerr=[_paired_error(s) for s in pts],
                     fmt="o-",
                     capsize=3,
                     markersize=5,
@@ -184,7 +201,7 @@ def _frontier_plot(summary: list[dict[str, Any]], out: Path) -> Path:
                     color=colors[fam],
                     label=fam,
                 )
-            points = [(s[key], 100 * s["accuracy"].mean) for s in entries]
+            points = [(s[key], _paired_accuracy(s, entries)) for s in entries]
             front = pareto_front(points)
             ax.step(
                 [points[i][0] for i in front],
@@ -205,7 +222,10 @@ def _frontier_plot(summary: list[dict[str, Any]], out: Path) -> Path:
             )
             _log_x(ax)
             ax.set_xlabel(f"{what} MB per run (all clients, mean over seeds)")
-            ax.set_ylabel("final accuracy % (mean, 95% t interval)")
+            ax.set_ylabel(
+                "final accuracy % (fp32's mean + paired difference;\n"
+                "bars: 95% paired interval)"
+            )
             ax.set_title(f"{name}: final accuracy vs {what} bytes")
             ax.grid(True, which="both", alpha=0.3)
             ax.legend(fontsize=7)
