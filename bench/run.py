@@ -236,13 +236,29 @@ def bench_aggregation(log2: int, ns: list[int], reps: int) -> list[dict[str, Any
     return rows
 
 
+#: Codec settings the CUDA section times (name, parameters, column label).
+CUDA_CODECS: tuple[tuple[str, dict[str, Any], str], ...] = (
+    ("eden", {"bits": 1, "rotations": 2}, "eden1"),
+    ("eden", {"bits": 2, "rotations": 2}, "eden2"),
+    ("eden", {"bits": 0.25, "rotations": 2}, "eden0.25"),
+    ("drive", {}, "drive"),
+    ("quic-fl", {"bits": 2}, "quicfl2"),
+    ("hadamard-sq", {"bits": 1}, "hsq1"),
+)
+
+
 def bench_cuda(log2s: list[int], reps: int) -> list[dict[str, Any]]:
-    """FWHT and EDEN-1 encode on CUDA against a device-to-device copy."""
+    """FWHT and every :data:`CUDA_CODECS` encode (tensor on the device to payload
+    bytes on the host) and decode (bytes to a tensor on the device), each against a
+    device-to-device copy of the same vector."""
     if not torch.cuda.is_available():
         print("CUDA: no device, section skipped")
         return []
     rows = []
-    codec = get_codec("eden", bits=1, rotations=2, device="cuda")
+    codecs = [
+        (label, get_codec(name, device="cuda", **params))
+        for name, params, label in CUDA_CODECS
+    ]
 
     def cuda_time(fn: Callable[[], Any]) -> float:
         fn()
@@ -264,18 +280,19 @@ def bench_cuda(log2s: list[int], reps: int) -> list[dict[str, Any]]:
         y = torch.empty_like(x)
         copy = cuda_time(lambda x=x, y=y: y.copy_(x))
         f = cuda_time(lambda x=x: fwht_(x))
-        e = cuda_time(lambda x=x: codec.encode(x, seed=1, client=2))
-        rows.append(
-            {
-                "D": f"2^{lg}",
-                "copy_ms": copy * 1e3,
-                "fwht_ms": f * 1e3,
-                "fwht_x_copy": f / copy,
-                "eden1_encode_ms": e * 1e3,
-                "eden1_encode_x_copy": e / copy,
-            }
-        )
-        _print_row(rows[-1])
+        row: dict[str, Any] = {
+            "D": f"2^{lg}",
+            "copy_ms": copy * 1e3,
+            "fwht_x_copy": f / copy,
+        }
+        for label, codec in codecs:
+            blob = codec.encode(x, seed=1, client=2)
+            e = cuda_time(lambda c=codec, x=x: c.encode(x, seed=1, client=2))
+            t = cuda_time(lambda c=codec, b=blob: c.decode(b, seed=1, client=2))
+            row[f"{label}_encode_x_copy"] = e / copy
+            row[f"{label}_decode_x_copy"] = t / copy
+        rows.append(row)
+        _print_row(row)
     return rows
 
 
