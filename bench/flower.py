@@ -78,7 +78,7 @@ def bench_flower(d: int, n: int, reps: int) -> list[dict[str, Any]]:
 
     from fedrot.strategies import CompressedStrategy
 
-    from .run import _print_row, median_time, pass_time
+    from .measure import _print_row, median_time, pass_time
 
     set_task_identity()
     arrays = _model(d)
@@ -144,20 +144,24 @@ def bench_flower(d: int, n: int, reps: int) -> list[dict[str, Any]]:
         t_model = median_time(lambda: _model(d, seed=0), reps=reps)
         row(f"broadcast {mode} mode (eden {bits}b), per round", t - t_model)
 
-    codec_t = _encode_time(d_real, reps)
-    row("one eden 8b encode of the model (reference)", codec_t)
+    for bits in (1, 8):
+        row(
+            f"one eden {bits}b encode of the model (reference)",
+            _encode_time(d_real, bits, reps),
+        )
     return rows
 
 
-def _encode_time(d: int, reps: int) -> float:
+def _encode_time(d: int, bits: int, reps: int) -> float:
+    """Median time of one EDEN ``bits``-bit encode of ``d`` float32 values."""
     import torch
 
     from fedrot import get_codec
 
-    from .run import median_time
+    from .measure import median_time
 
     x = torch.randn(d)
-    codec = get_codec("eden", bits=8)
+    codec = get_codec("eden", bits=bits)
     return median_time(lambda: codec.encode(x, seed=1, client=2), reps=reps)
 
 

@@ -11,7 +11,7 @@ payload, its few exact arrays and its metrics), then aggregates them twice:
 
 It reports the growth of the process's resident-set high-water mark during each
 call (Linux ``/proc/self/clear_refs``, after a garbage collection and
-``malloc_trim``, see ``bench.run.peak_extra_bytes``) as a multiple of one fp32 model
+``malloc_trim``, see ``bench.measure.peak_extra_bytes``) as a multiple of one fp32 model
 plus the payloads (the target of issue 15 is at most 3) and of one fp32 model alone.
 The payloads are already in memory before the call, so the growth counts only what
 aggregation allocates. Each aggregate is checked (no failed reply; the strategy's
@@ -27,8 +27,6 @@ Run from the repository root::
 from __future__ import annotations
 
 import argparse
-import ctypes
-import ctypes.util
 import json
 import sys
 import time
@@ -134,19 +132,8 @@ def _payloads(replies: list[Any]) -> tuple[list[bytes], list[int], list[float]]:
     return blobs, nodes, weights
 
 
-def _trim() -> None:
-    """Return freed heap memory to the OS (glibc), so that the resident set before a
-    measurement holds no reusable free pages that would hide an allocation."""
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return
-    libc = ctypes.CDLL(name)
-    if hasattr(libc, "malloc_trim"):
-        libc.malloc_trim(0)
-
-
 def _rss_bytes() -> int | None:
-    from .run import _status_kb
+    from .measure import _status_kb
 
     kb = _status_kb("VmRSS")
     return None if kb is None else kb * 1024
@@ -158,9 +145,8 @@ def _peak(fn: Any) -> tuple[int | None, float, Any]:
     The result stays referenced until the high-water mark is read: the server holds
     its aggregate too.
     """
-    import gc
 
-    from .run import peak_extra_bytes
+    from .measure import peak_extra_bytes
 
     out: list[Any] = []
 
@@ -169,8 +155,6 @@ def _peak(fn: Any) -> tuple[int | None, float, Any]:
         out.append(fn())
         out.append(time.perf_counter() - t)
 
-    gc.collect()
-    _trim()
     grown = peak_extra_bytes(call)
     return grown, out[1], out[0]
 
@@ -219,7 +203,7 @@ def bench_memory(d: int, n: int) -> list[dict[str, Any]]:
 
     from fedrot.strategies import CompressedStrategy
 
-    from .run import _print_row, _ratio
+    from .measure import _print_row, _ratio
 
     sys.path.insert(0, str(ROOT / "tests"))
     from flower_factories import set_task_identity
@@ -270,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    from .run import machine, markdown
+    from .measure import machine, markdown
 
     info = machine()
     start = time.perf_counter()

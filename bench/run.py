@@ -1,4 +1,4 @@
-"""fedrot benchmark suite: FWHT, codecs, aggregation, CUDA, simulation overhead.
+"""fedrot benchmark suite: FWHT, codecs, aggregation, threads, CUDA, Flower, memory.
 
 Run from the repository root::
 
@@ -12,19 +12,18 @@ also given as a ratio to ONE elementwise pass over the same vector
 (``torch.mul(x, 2.0, out=y)``) measured in the same process just before, so the
 numbers stay comparable on a noisy shared machine. Peak extra memory is the growth of
 the process's resident-set high-water mark during one call (Linux
-``/proc/self/clear_refs``), as a multiple of the input's bytes.
+``/proc/self/clear_refs``), as a multiple of the input's bytes. The run ends with
+the targets of issue 14 (:mod:`bench.targets`): each measured figure, its bound and
+whether it is met.
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import math
-import platform
 import statistics
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,65 +31,20 @@ from typing import Any
 
 import torch
 
-import fedrot
-from fedrot import _kernels
 from fedrot.codecs import get_codec
-from fedrot.hadamard import fwht_, fwht_reference
+from fedrot.hadamard import fwht, fwht_, fwht_reference
 
+from .codecs import bench_codecs
 from .flower import bench_flower
+from .measure import _kw, _print_row, machine, markdown, median_time, pass_time
 from .memory import bench_memory
+from .targets import evaluate
+from .threads import bench_threads
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-# ------------------------------------------------------------------ measuring
-def median_time(fn: Callable[[], Any], *, reps: int, budget_s: float = 20.0) -> float:
-    """Median wall time of ``fn`` over ``reps`` runs (fewer if over budget)."""
-    fn()  # warm-up (kernel build, caches, page faults of the first allocation)
-    times: list[float] = []
-    start = time.perf_counter()
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-        if time.perf_counter() - start > budget_s and len(times) >= 3:
-            break
-    return statistics.median(times)
-
-
-def pass_time(d: int, reps: int) -> float:
-    """One elementwise pass over d float32 values: ``torch.mul(x, 2.0, out=y)``."""
-    x = torch.randn(d)
-    y = torch.empty_like(x)
-    return median_time(lambda: torch.mul(x, 2.0, out=y), reps=max(reps, 11))
-
-
-def _status_kb(field: str) -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def peak_extra_bytes(fn: Callable[[], Any]) -> int | None:
-    """Growth of the resident-set high-water mark while ``fn`` runs (Linux only)."""
-    gc.collect()
-    try:
-        Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to VmRSS
-    except OSError:
-        return None
-    before = _status_kb("VmRSS")
-    result = fn()
-    peak = _status_kb("VmHWM")
-    del result
-    if before is None or peak is None:
-        return None
-    return max(0, peak - before) * 1024
-
-
+# -------------------------------------------------------------------- sections
 def naive_fwht_(x: torch.Tensor) -> None:
     """The straightforward in-place torch butterfly (hadamard-transform 0.2.0 form)."""
     size = x.shape[-1]
@@ -104,15 +58,21 @@ def naive_fwht_(x: torch.Tensor) -> None:
     x.mul_(1 / math.sqrt(size))
 
 
-# -------------------------------------------------------------------- sections
 def bench_fwht(log2s: list[int], reps: int) -> list[dict[str, Any]]:
-    """FWHT float32 of one vector of D = 2**log2: fast path, torch paths, a pass."""
+    """FWHT float32 of one vector of D = 2**log2: in place and out of place, the
+    torch paths, and a pass.
+
+    The out-of-place ``fwht(x)`` is also given against its floor: a pass that
+    allocates its output (``torch.mul(x, 2.0)``) plus the in-place ``fwht_``.
+    """
     rows = []
     for lg in log2s:
         d = 1 << lg
         p = pass_time(d, reps)
         x = torch.randn(d)
+        fresh = median_time(lambda x=x: torch.mul(x, 2.0), reps=max(reps, 11))
         fast = median_time(lambda x=x: fwht_(x), reps=reps)
+        out = median_time(lambda x=x: fwht(x), reps=reps)
         ref = median_time(lambda x=x: fwht_reference(x), reps=max(3, reps // 3))
         naive = median_time(lambda x=x: naive_fwht_(x), reps=max(3, reps // 3))
         rows.append(
@@ -121,6 +81,9 @@ def bench_fwht(log2s: list[int], reps: int) -> list[dict[str, Any]]:
                 "pass_ms": p * 1e3,
                 "fwht_ms": fast * 1e3,
                 "fwht_x_pass": fast / p,
+                "fresh_pass_x_pass": fresh / p,
+                "fwht_out_x_pass": out / p,
+                "fwht_out_x_fresh_plus_inplace": out / (fresh + fast),
                 "naive_ms": naive * 1e3,
                 "naive_x_pass": naive / p,
                 "speedup_vs_naive": naive / fast,
@@ -128,60 +91,6 @@ def bench_fwht(log2s: list[int], reps: int) -> list[dict[str, Any]]:
             }
         )
         _print_row(rows[-1])
-    return rows
-
-
-CODECS: list[tuple[str, dict[str, Any]]] = [
-    ("eden", {"bits": 1}),
-    ("eden", {"bits": 2}),
-    ("eden", {"bits": 1.5}),
-    ("eden", {"bits": 0.5}),
-    ("drive", {}),
-    ("hadamard-sq", {"bits": 1}),
-    ("quic-fl", {"bits": 2}),
-    ("vq", {}),
-]
-
-
-def bench_codecs(log2s: list[int], reps: int) -> list[dict[str, Any]]:
-    """Encode and decode of every rotating codec, 2 RHTs and "auto"."""
-    rows = []
-    for lg in log2s:
-        d = 1 << lg
-        p = pass_time(d, reps)
-        x = torch.randn(d)
-        for name, kw in CODECS:
-            for rotations in (2, "auto"):
-                codec = get_codec(name, rotations=rotations, **kw)
-                blob = codec.encode(x, seed=1, client=7)
-                enc = median_time(
-                    lambda c=codec, x=x: c.encode(x, seed=1, client=7), reps=reps
-                )
-                dec = median_time(
-                    lambda c=codec, b=blob: c.decode(b, seed=1, client=7), reps=reps
-                )
-                mem_e = peak_extra_bytes(
-                    lambda c=codec, x=x: c.encode(x, seed=1, client=7)
-                )
-                mem_d = peak_extra_bytes(
-                    lambda c=codec, b=blob: c.decode(b, seed=1, client=7)
-                )
-                rows.append(
-                    {
-                        "codec": f"{name} {_kw(kw)}".strip(),
-                        "RHTs": str(rotations),
-                        "d": f"2^{lg}",
-                        "encode_ms": enc * 1e3,
-                        "encode_x_pass": enc / p,
-                        "encode_Mcoord_s": d / enc / 1e6,
-                        "encode_peak_x_input": _ratio(mem_e, 4 * d),
-                        "decode_ms": dec * 1e3,
-                        "decode_x_pass": dec / p,
-                        "decode_Mcoord_s": d / dec / 1e6,
-                        "decode_peak_x_input": _ratio(mem_d, 4 * d),
-                    }
-                )
-                _print_row(rows[-1])
     return rows
 
 
@@ -336,62 +245,6 @@ def bench_simulation(reps: int) -> list[dict[str, Any]]:
     return rows
 
 
-# ------------------------------------------------------------------- printing
-def _kw(kw: dict[str, Any]) -> str:
-    return " ".join(f"{k}={v}" for k, v in kw.items())
-
-
-def _ratio(num: int | None, den: int) -> float | None:
-    return None if num is None else num / den
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.3g}" if abs(v) < 100 else f"{v:.0f}"
-    return "n/a" if v is None else str(v)
-
-
-def _print_row(row: dict[str, Any]) -> None:
-    print("  " + ", ".join(f"{k}={_fmt(v)}" for k, v in row.items()), flush=True)
-
-
-def markdown(rows: list[dict[str, Any]]) -> str:
-    """A markdown table of a list of flat dicts (keys of the first row)."""
-    if not rows:
-        return "(skipped)\n"
-    keys = list(rows[0])
-    lines = ["| " + " | ".join(keys) + " |", "|" + " --- |" * len(keys)]
-    lines += ["| " + " | ".join(_fmt(r.get(k)) for k in keys) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
-
-
-def machine() -> dict[str, Any]:
-    """Where the numbers come from."""
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        load = Path("/proc/loadavg").read_text().split()[:3]
-    except OSError:
-        load = []
-    return {
-        "cpu": cpu,
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "python": platform.python_version(),
-        "fedrot": getattr(fedrot, "__version__", "?"),
-        "kernels": _kernels.status(),
-        "loadavg_at_start": " ".join(load),
-        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-    }
-
-
 @dataclass(frozen=True)
 class Section:
     """One benchmark section: its ``--only`` key, its title and how to run it."""
@@ -405,6 +258,7 @@ SECTION_KEYS = (
     "fwht",
     "codecs",
     "aggregation",
+    "threads",
     "cuda",
     "simulation",
     "flower",
@@ -451,6 +305,11 @@ def sections(*, quick: bool, reps: int) -> list[Section]:
             lambda: bench_aggregation(
                 16 if quick else 20, [10] if quick else [10, 100], reps
             ),
+        ),
+        Section(
+            "threads",
+            "1 vs 2 threads: FWHT, encoders and decoders (2 RHTs)",
+            lambda: bench_threads([16] if quick else [20, 24], max(3, reps // 2)),
         ),
         Section(
             "cuda",
@@ -503,6 +362,8 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {"machine": info, "reps": reps}
     chosen = [s for s in sections(quick=args.quick, reps=reps) if s.key in only]
     tables = run_sections(chosen, results)
+    results["targets"] = evaluate(results)
+    tables.append(f"### Targets of issue 14\n\n{markdown(results['targets'])}")
     print("\n" + "\n".join(tables))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
