@@ -11,9 +11,13 @@ sides agree on the model the nodes train from. Two modes:
 * **delta** (nodes that keep state; EF21-P-style server-side error feedback,
   https://arxiv.org/abs/2209.15218): ``c_v = encode(x_v - m_{v-1})`` and
   ``m_v = m_{v-1} + decode(c_v)``. Since each correction compresses the whole gap
-  between the true model and the mirror, compression errors do not accumulate. A
-  node that holds ``m_s`` catches up with ``c_{s+1}, ..., c_v``, or gets ``m_v``
-  exactly (float32) when that is fewer bytes; a node without state gets ``m_v``.
+  between the true model and the mirror, compression errors do not accumulate.
+  Every node starts from the zero model ``m_{-1} = 0``, so the first version is a
+  correction like the others (``c_0 = encode(x_0)``) and round 1's broadcast is
+  compressed too. A node that holds ``m_s`` (a node without state holds
+  ``m_{-1}``) catches up with ``c_{s+1}, ..., c_v``, or gets ``m_v`` exactly
+  (float32) when that is fewer bytes or a correction it needs is no longer stored:
+  each node downloads the cheaper of the two.
 
 Steps (client): decode the payload(s) with ``seed = downlink_seed(run_seed, u)`` and
 ``client = DOWNLINK_CLIENT`` for each version ``u``, add them in version order in
@@ -190,13 +194,12 @@ class Broadcaster:
             self.model = decode_model(
                 codec, self._payload, run_seed=self.run_seed, version=v
             )
-        elif self.model is None:  # delta mode, first version: nodes get it exactly
-            self.model = target.copy()
-        else:
-            blob = codec.encode(target - self.model, seed=seed, client=DOWNLINK_CLIENT)
+        else:  # delta mode; before version 0 the nodes hold the zero model
+            held = np.zeros_like(target) if self.model is None else self.model
+            blob = codec.encode(target - held, seed=seed, client=DOWNLINK_CLIENT)
             self._corrections[v] = blob
             self.model = apply_corrections(
-                self.model, [(v, blob)], codec, run_seed=self.run_seed
+                held, [(v, blob)], codec, run_seed=self.run_seed
             )
             self._prune()
         self.checksums[v] = checksum(self.model)
@@ -221,10 +224,13 @@ class Broadcaster:
         return self._payload
 
     def plan(self, held: int | None) -> list[tuple[int, bytes]] | None:
-        """Corrections that bring a node from version ``held`` to the current one,
-        or None when the node must get the full model (no state, a version the
-        server no longer stores, or corrections costing more bytes)."""
-        if held is None or held > self.version or held < 0:
+        """Corrections that bring a node from version ``held`` (None: no state,
+        which is the zero model of version -1) to the current one, or None when the
+        node must get the full model (a correction the server no longer stores, or
+        corrections costing more bytes)."""
+        if held is None:
+            held = -1
+        if held > self.version or held < -1:
             return None
         steps = [
             (u, self._corrections.get(u)) for u in range(held + 1, self.version + 1)

@@ -7,7 +7,8 @@ Steps for an instruction that carries a :data:`~fedrot.constants.DOWNLINK_RECORD
 2. Rebuild the float32 model vector ``m_v``: model mode decodes the version's
    payload; delta mode decodes the full model, or adds the corrections after
    ``base`` to the model this node holds in ``context.state`` (which must be
-   version ``base`` of the same run, codec and layout).
+   version ``base`` of the same run, codec and layout), or to the zero model when
+   ``base`` is -1 (a node without state catching up from version 0).
 3. Check the CRC-32 of ``m_v`` against the server's (bit-for-bit agreement), store
    it (delta mode), and hand the ClientApp a plain ArrayRecord in the original key
    order and dtypes, without the downlink ConfigRecord.
@@ -121,12 +122,20 @@ class DownlinkReceiver:
             if mode == "model":
                 blob = _payload(payloads, str(version))
                 model = decode_model(codec, blob, run_seed=run_seed, version=version)
-            elif base < 0:
+            elif base < 0 and "full" in payloads:
                 full = self._codec("fp32", "{}")
-                blob = _payload(payloads, "full")
-                model = decode_model(full, blob, run_seed=run_seed, version=version)
+                model = decode_model(
+                    full,
+                    bytes(payloads["full"].data),
+                    run_seed=run_seed,
+                    version=version,
+                )
             else:
-                held = _held(ctxt, base, _tag(config, layout), layout.d)
+                held = (
+                    np.zeros(layout.d, dtype=np.float32)
+                    if base == -1
+                    else _held(ctxt, base, _tag(config, layout), layout.d)
+                )
                 steps = [
                     (u, _payload(payloads, str(u)))
                     for u in range(base + 1, version + 1)

@@ -106,10 +106,12 @@ def test_broadcasts_are_compressed_and_training_counts_every_reply(mode) -> None
     assert {k: a.dtype for k, a in result.arrays.items()} == {
         k: a.dtype for k, a in initial.items()
     }
-    if mode == "delta":  # after round 1 every node holds a model: corrections only
-        full = result.train_metrics_clientapp[1][METRIC_DOWNLINK_PAYLOAD_BYTES]
-        later = result.train_metrics_clientapp[3][METRIC_DOWNLINK_PAYLOAD_BYTES]
-        assert later < 0.5 * full
+    # 4-bit broadcasts in every round, round 1 included (delta mode: the nodes
+    # start from the zero model, so version 0 is a compressed correction too)
+    fp32 = 4 * sum(a.numpy().size for a in initial.values()) * 4  # 4 nodes
+    for rnd in (1, 2, 3):
+        sent_bytes = result.train_metrics_clientapp[rnd][METRIC_DOWNLINK_PAYLOAD_BYTES]
+        assert 0 < sent_bytes < fp32 / 3  # d is small: headers weigh in
 
 
 def test_model_mode_payload_is_the_same_for_every_node() -> None:
