@@ -726,10 +726,11 @@ def test_run_configs_reach_flwr_run_as_toml_values() -> None:
 
 
 def test_task_and_seed_filters_select_runs_of_a_preset() -> None:
-    shakespeare = preset_configs("paper", task="shakespeare", rounds=3)
+    shakespeare = preset_configs("shakespeare", task="shakespeare", rounds=3)
     assert shakespeare and {c.task for c in shakespeare} == {"shakespeare"}
     assert {c.rounds for c in shakespeare} == {3}
     assert preset_configs("smoke", task="shakespeare") == []
+    assert preset_configs("paper", task="shakespeare") == []
     first = preset_configs("default", seeds=[0])
     assert first == [c for c in preset_configs("default") if c.seed == 0]
     assert len(first) == len(preset_configs("default")) // 3
