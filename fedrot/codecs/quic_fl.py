@@ -151,12 +151,14 @@ class QuicFLCodec(Codec):
 
     # ------------------------------------------------------------------ encode
     def _encode(self, v: torch.Tensor, seed: int, client: int, exp: int) -> bytes:
-        plan, layers, y = self.rotation.forward(v, seed=seed, client=client)
+        # v is the encoder's private copy (see Codec.encode): rotate it in place
+        plan, layers, y = self.rotation.forward_(v, seed=seed, client=client)
         z = torch.empty_like(y)
         norms = []
         for view, zview in zip(piece_views(y, plan), piece_views(z, plan), strict=True):
-            norm2 = _pieces.row_norms2(view)
-            zview.copy_(_pieces.normalize_rows(view, norm2))
+            norm2 = _pieces.row_norms2(view, zview)  # zview: scratch for the squares
+            factor = _pieces.row_factors(view, norm2)[:, None]
+            torch.mul(view, factor, out=zview)  # normalize_rows, written in place
             norms.append(norm2.sqrt() / math.sqrt(view.shape[1]))
         x, idx = self._quantize(z, seed, client)
         body = [
