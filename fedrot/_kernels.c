@@ -14,6 +14,7 @@
  */
 #include <math.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -107,6 +108,14 @@ static void vr8_f32(float *x, i64 groups, i64 gstride, i64 dist, i64 run, float 
 #define vr8_call_f64(x, g, gs, d, r, s) ((void)0)
 
 /* ----------------------------------------------------------- FWHT, per type */
+/* Stages 1 and 2 on four operands in registers: (a0, a1, a2, a3) becomes their
+ * 4-point transform, b = (a0 + a1, a0 - a1, a2 + a3, a2 - a3) then
+ * (b0 + b2, b1 + b3, b0 - b2, b1 - b3). */
+#define BF4(T, a0, a1, a2, a3)                                                         \
+    do {                                                                               \
+        T b0_ = a0 + a1, b1_ = a0 - a1, b2_ = a2 + a3, b3_ = a2 - a3;                  \
+        a0 = b0_ + b2_; a2 = b0_ - b2_; a1 = b1_ + b3_; a3 = b1_ - b3_;                \
+    } while (0)
 /* Block sizes (elements): leaves fit L1, blocks fit L2, high-stage tiles fit L2. */
 #define DEFINE_FWHT(T, SUF, UBITS, SIGNBIT, L1N, L2N, TILEN)                            \
                                                                                        \
@@ -136,14 +145,12 @@ static void r8_##SUF(T *x, i64 groups, i64 gstride, i64 dist, i64 run, T s) {   
         for (i64 j = 0; j < run; j++) {                                                \
             T a0 = p0[j], a1 = p1[j], a2 = p2[j], a3 = p3[j];                          \
             T a4 = p4[j], a5 = p5[j], a6 = p6[j], a7 = p7[j];                          \
-            T b0 = a0 + a1, b1 = a0 - a1, b2 = a2 + a3, b3 = a2 - a3;                  \
-            T b4 = a4 + a5, b5 = a4 - a5, b6 = a6 + a7, b7 = a6 - a7;                  \
-            T c0 = b0 + b2, c2 = b0 - b2, c1 = b1 + b3, c3 = b1 - b3;                  \
-            T c4 = b4 + b6, c6 = b4 - b6, c5 = b5 + b7, c7 = b5 - b7;                  \
-            p0[j] = (c0 + c4) * s; p4[j] = (c0 - c4) * s;                              \
-            p1[j] = (c1 + c5) * s; p5[j] = (c1 - c5) * s;                              \
-            p2[j] = (c2 + c6) * s; p6[j] = (c2 - c6) * s;                              \
-            p3[j] = (c3 + c7) * s; p7[j] = (c3 - c7) * s;                              \
+            BF4(T, a0, a1, a2, a3);                                                    \
+            BF4(T, a4, a5, a6, a7);                                                    \
+            p0[j] = (a0 + a4) * s; p4[j] = (a0 - a4) * s;                              \
+            p1[j] = (a1 + a5) * s; p5[j] = (a1 - a5) * s;                              \
+            p2[j] = (a2 + a6) * s; p6[j] = (a2 - a6) * s;                              \
+            p3[j] = (a3 + a7) * s; p7[j] = (a3 - a7) * s;                              \
         }                                                                              \
     }                                                                                  \
 }                                                                                      \
@@ -153,9 +160,8 @@ static void r4_##SUF(T *x, i64 groups, i64 gstride, i64 dist, i64 run, T s) {   
         T *restrict p2 = p0 + 2 * dist, *restrict p3 = p0 + 3 * dist;                  \
         for (i64 j = 0; j < run; j++) {                                                \
             T a0 = p0[j], a1 = p1[j], a2 = p2[j], a3 = p3[j];                          \
-            T b0 = a0 + a1, b1 = a0 - a1, b2 = a2 + a3, b3 = a2 - a3;                  \
-            p0[j] = (b0 + b2) * s; p2[j] = (b0 - b2) * s;                              \
-            p1[j] = (b1 + b3) * s; p3[j] = (b1 - b3) * s;                              \
+            BF4(T, a0, a1, a2, a3);                                                    \
+            p0[j] = a0 * s; p2[j] = a2 * s; p1[j] = a1 * s; p3[j] = a3 * s;            \
         }                                                                              \
     }                                                                                  \
 }                                                                                      \
@@ -278,6 +284,19 @@ void fedrot_rht_##SUF(T *x, i64 rows, i64 size, i64 offset, const u64 *keys, int
 }
 
 /* Leaves: stages 1, 2, 4 on groups of 8 in registers, then radix-8 stages. */
+/* Stages 1, 2, 4 on each group of 8 consecutive elements (n a multiple of 8). */
+#define DEFINE_LEAF_LOW(T, SUF)                                                        \
+static void leaf_low_##SUF(T *x, i64 n) {                                              \
+    for (i64 i = 0; i < n; i += 8) {                                                   \
+        T *p = x + i;                                                                  \
+        T b0 = p[0] + p[1], b1 = p[0] - p[1], b2 = p[2] + p[3], b3 = p[2] - p[3];      \
+        T b4 = p[4] + p[5], b5 = p[4] - p[5], b6 = p[6] + p[7], b7 = p[6] - p[7];      \
+        T c0 = b0 + b2, c2 = b0 - b2, c1 = b1 + b3, c3 = b1 - b3;                      \
+        T c4 = b4 + b6, c6 = b4 - b6, c5 = b5 + b7, c7 = b5 - b7;                      \
+        p[0] = c0 + c4; p[4] = c0 - c4; p[1] = c1 + c5; p[5] = c1 - c5;                \
+        p[2] = c2 + c6; p[6] = c2 - c6; p[3] = c3 + c7; p[7] = c3 - c7;                \
+    }                                                                                  \
+}
 #if defined(__AVX2__)
 /* Stages 1, 2, 4 inside one vector of 8 floats. In lane i of the upper element of a
  * pair, t holds the lower element a and v the upper b, so t - v is a - b. */
@@ -322,30 +341,9 @@ static void leaf64_f32(float *x, i64 n, float s) {
     }
 }
 #else
-static void leaf_low_f32(float *x, i64 n) {
-    for (i64 i = 0; i < n; i += 8) {
-        float *p = x + i;
-        float b0 = p[0] + p[1], b1 = p[0] - p[1], b2 = p[2] + p[3], b3 = p[2] - p[3];
-        float b4 = p[4] + p[5], b5 = p[4] - p[5], b6 = p[6] + p[7], b7 = p[6] - p[7];
-        float c0 = b0 + b2, c2 = b0 - b2, c1 = b1 + b3, c3 = b1 - b3;
-        float c4 = b4 + b6, c6 = b4 - b6, c5 = b5 + b7, c7 = b5 - b7;
-        p[0] = c0 + c4; p[4] = c0 - c4; p[1] = c1 + c5; p[5] = c1 - c5;
-        p[2] = c2 + c6; p[6] = c2 - c6; p[3] = c3 + c7; p[7] = c3 - c7;
-    }
-}
+DEFINE_LEAF_LOW(float, f32)
 #endif
-
-static void leaf_low_f64(double *x, i64 n) {
-    for (i64 i = 0; i < n; i += 8) {
-        double *p = x + i;
-        double b0 = p[0] + p[1], b1 = p[0] - p[1], b2 = p[2] + p[3], b3 = p[2] - p[3];
-        double b4 = p[4] + p[5], b5 = p[4] - p[5], b6 = p[6] + p[7], b7 = p[6] - p[7];
-        double c0 = b0 + b2, c2 = b0 - b2, c1 = b1 + b3, c3 = b1 - b3;
-        double c4 = b4 + b6, c6 = b4 - b6, c5 = b5 + b7, c7 = b5 - b7;
-        p[0] = c0 + c4; p[4] = c0 - c4; p[1] = c1 + c5; p[5] = c1 - c5;
-        p[2] = c2 + c6; p[6] = c2 - c6; p[3] = c3 + c7; p[7] = c3 - c7;
-    }
-}
+DEFINE_LEAF_LOW(double, f64)
 
 DEFINE_FWHT(float, f32, uint32_t, 31, 4096, 65536, 131072)
 DEFINE_FWHT(double, f64, uint64_t, 63, 2048, 32768, 65536)
@@ -626,6 +624,8 @@ static void qagg_range(void *p, i64 blo, i64 bhi) {
     }
 }
 
+/* weights NULL: a decode, n must be 1 and acc = est exactly (the torch path's
+ * receiver, scale_pieces_ and est[idx] = values, bit for bit). */
 void fedrot_quic_agg_f32(i64 n, const uint8_t *const *codes, const u64 *hkeys,
                          const float *const *norms, const i64 *const *oidx,
                          const float *const *ovals, const i64 *nout, const float *weights,
@@ -635,23 +635,7 @@ void fedrot_quic_agg_f32(i64 n, const uint8_t *const *codes, const u64 *hkeys,
     a.n = n; a.npieces = npieces; a.padded = padded; a.codes = codes; a.hkeys = hkeys;
     a.norms = norms; a.oidx = oidx; a.ovals = ovals; a.nout = nout; a.weights = weights;
     a.bits = bits; a.l = l; a.table = table; a.pstart = pstart; a.acc = acc;
-    a.plain = 0;
-    parallel_for(qagg_range, &a, (padded + QAGG_BLK - 1) / QAGG_BLK, threads);
-}
-
-/* One client's estimate, out[i] = est(i) as in fedrot_quic_agg_f32 (table value times
- * the piece's norm, outliers put back): the torch path's receiver, scale_pieces_ and
- * est[idx] = values, bit for bit. */
-void fedrot_quic_est_f32(const uint8_t *codes, u64 hkey, const float *norms,
-                         const i64 *oidx, const float *ovals, i64 nout, int bits, int l,
-                         const float *table, i64 npieces, const i64 *pstart, i64 padded,
-                         float *out, int threads) {
-    qagg_t a;
-    const float one = 1.0f;
-    a.n = 1; a.npieces = npieces; a.padded = padded; a.codes = &codes; a.hkeys = &hkey;
-    a.norms = &norms; a.oidx = &oidx; a.ovals = &ovals; a.nout = &nout; a.weights = &one;
-    a.bits = bits; a.l = l; a.table = table; a.pstart = pstart; a.acc = out;
-    a.plain = 1;
+    a.plain = weights == NULL;
     parallel_for(qagg_range, &a, (padded + QAGG_BLK - 1) / QAGG_BLK, threads);
 }
 
@@ -754,7 +738,7 @@ typedef struct {
     i64 start, n;
     float p;
     float *u;
-    uint8_t *mask;
+    bool *mask;
     i64 *counts;
 } stream_t;
 
@@ -774,7 +758,7 @@ static void mask_range(void *c, i64 lo, i64 hi) {
         i64 i0 = ch * STREAM_CH, i1 = i0 + STREAM_CH < a->n ? i0 + STREAM_CH : a->n;
         i64 cnt = 0;
         for (i64 i = i0; i < i1; i++) {
-            uint8_t m = uniform_at(a->key, a->start + i) < a->p;
+            bool m = uniform_at(a->key, a->start + i) < a->p;
             a->mask[i] = m;
             cnt += m;
         }
@@ -789,9 +773,9 @@ void fedrot_uniforms_f32(u64 key, i64 start, i64 n, float *out, int threads) {
     parallel_for(uniforms_range, &a, (n + STREAM_CH - 1) / STREAM_CH, threads);
 }
 
-/* out[i] = u_{start+i} < p (0/1 bytes) for i < n; returns the number of ones.
+/* out[i] = u_{start+i} < p for i < n; returns the number of ones.
  * `counts` has one slot per STREAM_CH coordinates. */
-i64 fedrot_mask_f32(u64 key, i64 start, i64 n, float p, uint8_t *out, i64 *counts,
+i64 fedrot_mask_f32(u64 key, i64 start, i64 n, float p, bool *out, i64 *counts,
                     int threads) {
     stream_t a;
     i64 nch = (n + STREAM_CH - 1) / STREAM_CH, total = 0;
@@ -862,7 +846,7 @@ static inline int count_below(float z, const float *bnd, int nb) {
     return q;
 }
 
-/* Rows of y with two quantizers chosen per coordinate by hi[i] (1: the ceil-bit
+/* Rows of y with two quantizers chosen per coordinate by hi[i] (true: the ceil-bit
  * one): z = y * srow[r]; q = bucket(z) of the chosen boundaries; codes[i] = q;
  * prod[i] = centroid[q] * y[i] (the torch path's where(hi, ...) per element). Both
  * buckets are computed and one selected, without a branch on the random mask. */
@@ -879,7 +863,7 @@ static inline int count_below(float z, const float *bnd, int nb) {
         prod[j] = (h ? ch : cl) * y[j];                                                \
     }
 void fedrot_eden_quant2_f32(const float *y, i64 rows, i64 size, const float *srow,
-                            const uint8_t *hi, const float *bnd_lo, int nb_lo,
+                            const bool *hi, const float *bnd_lo, int nb_lo,
                             const float *cent_lo, const float *bnd_hi, int nb_hi,
                             const float *cent_hi, uint8_t *codes, float *prod) {
     for (i64 r = 0; r < rows; r++) {
@@ -893,17 +877,17 @@ void fedrot_eden_quant2_f32(const float *y, i64 rows, i64 size, const float *sro
 }
 #undef EQ2_ROW
 
-/* Codes where sel[i] is 1, in order, packed with w1 bits into out1; the others with
+/* Codes where sel[i] is true, in order, packed with w1 bits into out1; the others with
  * w0 bits into out0 (the layout of fedrot.bitpack.pack on codes[sel], codes[~sel]).
  * out1/out0 are zeroed by the caller and sized for their counts PLUS 8 bytes: every
  * step stores 8 bytes of each accumulator unconditionally (no branch on sel). */
-void fedrot_pack_split(const uint8_t *codes, const uint8_t *sel, i64 n, int w1,
+void fedrot_pack_split(const uint8_t *codes, const bool *sel, i64 n, int w1,
                        uint8_t *out1, int w0, uint8_t *out0) {
     u64 acc1 = 0, acc0 = 0;
     u64 nb1 = 0, nb0 = 0;
     i64 o1 = 0, o0 = 0;
     for (i64 i = 0; i < n; i++) {
-        u64 s1 = sel[i] & 1, s0 = s1 ^ 1, c = codes[i];
+        u64 s1 = sel[i], s0 = s1 ^ 1, c = codes[i];
         acc1 |= (c & (0 - s1)) << nb1;
         acc0 |= (c & (0 - s0)) << nb0;
         nb1 += (u64)w1 & (0 - s1);

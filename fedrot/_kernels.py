@@ -34,7 +34,7 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -49,7 +49,6 @@ __all__ = [
     "eden_quantize_",
     "quic_send",
     "quic_aggregate_",
-    "quic_estimate_",
     "uniforms",
     "mask",
     "hadamard_sq_quantize_",
@@ -83,6 +82,7 @@ _F64 = ctypes.c_double
 _VOID_P = ctypes.c_void_p
 _ptr = ctypes.POINTER
 _U8_P = _ptr(ctypes.c_uint8)
+_BOOL_P = _ptr(ctypes.c_bool)
 _I64_P = _ptr(_I64)
 _U64_P = _ptr(_U64)
 _F32_P = _ptr(_F32)
@@ -180,23 +180,6 @@ PROTOTYPES: Mapping[str, Prototype] = {
         acc=_F32_P,
         threads=_INT,
     ),
-    "fedrot_quic_est_f32": _proto(
-        None,
-        codes=_U8_P,
-        hkey=_U64,
-        norms=_F32_P,
-        oidx=_I64_P,
-        ovals=_F32_P,
-        nout=_I64,
-        bits=_INT,
-        l=_INT,
-        table=_F32_P,
-        npieces=_I64,
-        pstart=_I64_P,
-        padded=_I64,
-        out=_F32_P,
-        threads=_INT,
-    ),
     "fedrot_uniforms_f32": _proto(
         None, key=_U64, start=_I64, n=_I64, out=_F32_P, threads=_INT
     ),
@@ -206,7 +189,7 @@ PROTOTYPES: Mapping[str, Prototype] = {
         start=_I64,
         n=_I64,
         p=_F32,
-        out=_U8_P,
+        out=_BOOL_P,
         counts=_I64_P,
         threads=_INT,
     ),
@@ -229,7 +212,7 @@ PROTOTYPES: Mapping[str, Prototype] = {
         rows=_I64,
         size=_I64,
         srow=_F32_P,
-        hi=_U8_P,
+        hi=_BOOL_P,
         bnd_lo=_F32_P,
         nb_lo=_INT,
         cent_lo=_F32_P,
@@ -242,7 +225,7 @@ PROTOTYPES: Mapping[str, Prototype] = {
     "fedrot_pack_split": _proto(
         None,
         codes=_U8_P,
-        sel=_U8_P,
+        sel=_BOOL_P,
         n=_I64,
         w1=_INT,
         out1=_U8_P,
@@ -292,27 +275,133 @@ PROTOTYPES: Mapping[str, Prototype] = {
 }
 
 
-class _Kernel:
-    """One loaded entry point, called with keyword arguments named as in C."""
+#: The dtype a tensor passed for a ``T *`` parameter must have (``void *``: any).
+_TORCH_DTYPES: Mapping[type, torch.dtype] = {
+    ctypes.c_float: torch.float32,
+    ctypes.c_double: torch.float64,
+    ctypes.c_int64: torch.int64,
+    ctypes.c_int32: torch.int32,
+    ctypes.c_uint8: torch.uint8,
+    ctypes.c_bool: torch.bool,
+}
 
-    __slots__ = ("_fn", "_names", "_name_set", "name")
+
+def _fits(t: object, pointee: type | None) -> bool:
+    """Whether ``t`` is a contiguous CPU tensor of the pointee's dtype (None: any)."""
+    return (
+        isinstance(t, torch.Tensor)
+        and t.device.type == "cpu"
+        and t.is_contiguous()
+        and (pointee is None or _TORCH_DTYPES.get(pointee) == t.dtype)
+    )
+
+
+class _Unfit(Exception):
+    """A tensor argument does not fit its parameter (the caller uses torch)."""
+
+
+@dataclass(frozen=True)
+class _Param:
+    """How one declared parameter turns a Python argument into a ctypes value.
+
+    ``pointee`` is None for a scalar, ``c_void_p`` for ``void *``, else the C type
+    pointed to (itself a pointer type for an array of pointers).
+    """
+
+    name: str
+    pointee: type | None
+
+    @classmethod
+    def of(cls, name: str, ctype: type) -> _Param:
+        if ctype is _VOID_P:
+            return cls(name, _VOID_P)
+        if issubclass(ctype, ctypes._Pointer):
+            return cls(name, ctype._type_)
+        return cls(name, None)
+
+    def value(self, arg: object) -> object:
+        """The ctypes argument for ``arg``; raises :class:`_Unfit`.
+
+        A pointer parameter takes a tensor (checked by :func:`_fits`), a sequence
+        of tensors (pointer to pointers) or of numbers (copied into a C array), a
+        raw address (int) or None (NULL); a scalar parameter takes its value.
+        """
+        pointee = self.pointee
+        if pointee is None or arg is None or isinstance(arg, int):
+            return arg  # a scalar, NULL or an address
+        if isinstance(arg, torch.Tensor):
+            if not _fits(arg, None if pointee is _VOID_P else pointee):
+                raise _Unfit(self.name)
+            return arg.data_ptr()
+        if not isinstance(arg, Sequence):
+            raise TypeError(
+                f"`{self.name}` takes a tensor or a sequence. Found {arg!r}."
+            )
+        if issubclass(pointee, ctypes._Pointer):
+            if not all(_fits(t, pointee._type_) for t in arg):
+                raise _Unfit(self.name)
+            ptrs = [t.data_ptr() for t in arg]
+            return (ctypes.c_void_p * max(1, len(ptrs)))(*ptrs)
+        scalar = cast("type[ctypes._SimpleCData[Any]]", pointee)
+        return (scalar * max(1, len(arg)))(*arg)
+
+
+class _Call:
+    """A kernel call bound to its ctypes values, ready to run.
+
+    It also holds the arguments: the values are bare addresses of their tensors,
+    some of which (scratch buffers, contiguous copies) nothing else references.
+    """
+
+    __slots__ = ("_fn", "_values", "_args")
+
+    def __init__(self, fn: Any, values: list[object], args: dict[str, object]) -> None:
+        self._fn = fn
+        self._values = values
+        self._args = args
+
+    def __call__(self) -> Any:
+        return self._fn(*self._values)
+
+
+class _Kernel:
+    """One loaded entry point, called with keyword arguments named as in C.
+
+    Tensors are passed as they are: :meth:`bind` checks each against its declared
+    parameter (CPU, contiguous, the pointee's dtype), so no caller repeats those
+    checks.
+    """
+
+    __slots__ = ("_fn", "_params", "_name_set", "name")
 
     def __init__(self, lib: ctypes.CDLL, name: str, proto: Prototype) -> None:
         fn = getattr(lib, name)  # AttributeError: the library lacks the symbol
         fn.argtypes = proto.argtypes()
         fn.restype = proto.restype
         self._fn = fn
-        self._names = tuple(pname for pname, _ in proto.params)
-        self._name_set = frozenset(self._names)
+        self._params = tuple(_Param.of(pname, ctype) for pname, ctype in proto.params)
+        self._name_set = frozenset(p.name for p in self._params)
         self.name = name
 
-    def __call__(self, **args: Any) -> Any:
+    def bind(self, **args: object) -> _Call | None:
+        """The call with these arguments, ready to run; None when a tensor does not
+        fit its parameter. Raises TypeError unless ``args`` names every parameter."""
         if args.keys() != self._name_set:
             raise TypeError(
-                f"{self.name} takes the arguments {list(self._names)}. "
+                f"{self.name} takes the arguments {[p.name for p in self._params]}. "
                 f"Found {list(args)}."
             )
-        return self._fn(*map(args.__getitem__, self._names))
+        try:
+            values = [p.value(args[p.name]) for p in self._params]
+        except _Unfit:
+            return None
+        return _Call(self._fn, values, args)
+
+    def __call__(self, **args: object) -> Any:
+        call = self.bind(**args)
+        if call is None:
+            raise TypeError(f"{self.name}: a tensor argument does not fit its type")
+        return call()
 
 
 @dataclass
@@ -437,8 +526,28 @@ def enabled(flag: bool) -> Iterator[None]:
         _STATE.enabled = old
 
 
-def _usable(*tensors: torch.Tensor) -> bool:
-    return all(t.device.type == "cpu" and t.is_contiguous() for t in tensors)
+def _bind(name: str, **args: object) -> _Call | None:
+    """Entry point ``name`` bound to ``args`` (see :meth:`_Kernel.bind`), ready to
+    run; None, touching nothing, when the kernels are off or a tensor does not fit."""
+    lib = _lib()
+    return None if lib is None else lib[name].bind(**args)
+
+
+def _run(name: str, **args: object) -> bool:
+    """Run entry point ``name`` on ``args``; False, touching nothing, when
+    :func:`_bind` declines."""
+    call = _bind(name, **args)
+    if call is None:
+        return False
+    call()
+    return True
+
+
+def _threads(work: int) -> int:
+    return max(1, min(torch.get_num_threads(), work >> _MIN_THREAD_WORK_LOG2))
+
+
+_RHT = {torch.float32: "fedrot_rht_f32", torch.float64: "fedrot_rht_f64"}
 
 
 def rht_(
@@ -455,27 +564,25 @@ def rht_(
     gives -1), then the scaled FWHT. Inverse: keys reversed, FWHT then signs. Returns
     False, touching nothing, when the kernels cannot run (the caller then uses torch).
     """
-    lib = _lib()
-    if lib is None or x.dtype not in (torch.float32, torch.float64) or not _usable(x):
+    if x.dtype not in _RHT:
         return False
     rows, size = x.shape
-    if rows == 0:
-        return True
-    karr = (ctypes.c_uint64 * max(1, len(keys)))(*keys)
-    fn = lib["fedrot_rht_f32" if x.dtype == torch.float32 else "fedrot_rht_f64"]
-    fn(
-        x=x.data_ptr(),
+    call = _bind(
+        _RHT[x.dtype],
+        x=x,
         rows=rows,
         size=size,
         offset=offset,
-        keys=karr,
+        keys=keys,
         k=len(keys),
         inverse=int(inverse),
         s=scale,
-        threads=max(
-            1, min(torch.get_num_threads(), x.numel() >> _MIN_THREAD_WORK_LOG2)
-        ),
+        threads=_threads(x.numel()),
     )
+    if call is None:
+        return False
+    if rows:
+        call()
     return True
 
 
@@ -484,20 +591,18 @@ _ESIZE = {torch.uint8: 1, torch.bool: 1, torch.int64: 8}
 
 def pack(codes: torch.Tensor, width: int) -> torch.Tensor | None:
     """:func:`fedrot.bitpack.pack` for uint8/bool/int64 CPU codes (None: use torch)."""
-    lib = _lib()
-    if lib is None or codes.dtype not in _ESIZE or codes.device.type != "cpu":
+    if codes.dtype not in _ESIZE or codes.device.type != "cpu":
         return None
     codes = codes.reshape(-1).contiguous()
     n = codes.numel()
     out = torch.empty((n * width + 7) // 8, dtype=torch.uint8)
+    call = _bind(
+        "fedrot_pack", codes=codes, esize=_ESIZE[codes.dtype], n=n, w=width, out=out
+    )
+    if call is None:
+        return None
     if n:
-        lib["fedrot_pack"](
-            codes=codes.data_ptr(),
-            esize=_ESIZE[codes.dtype],
-            n=n,
-            w=width,
-            out=out.data_ptr(),
-        )
+        call()
     return out
 
 
@@ -505,22 +610,24 @@ def unpack(
     data: torch.Tensor, n: int, width: int, dtype: torch.dtype = torch.int64
 ) -> torch.Tensor | None:
     """:func:`fedrot.bitpack.unpack` on the CPU, as int64 or uint8 (None: use torch)."""
-    lib = _lib()
-    if lib is None or data.device.type != "cpu" or data.dtype != torch.uint8:
+    if data.device.type != "cpu" or dtype not in (torch.uint8, torch.int64):
         return None
-    if dtype not in (torch.uint8, torch.int64) or (dtype == torch.uint8 and width > 8):
+    if dtype == torch.uint8 and width > 8:
         return None
-    data = data.reshape(-1).contiguous()
     out = torch.empty(n, dtype=dtype)
+    call = _bind(
+        "fedrot_unpack",
+        data=data.reshape(-1).contiguous(),
+        start=0,
+        n=n,
+        w=width,
+        out=out,
+        esize=_ESIZE[dtype],
+    )
+    if call is None:
+        return None
     if n:
-        lib["fedrot_unpack"](
-            data=data.data_ptr(),
-            start=0,
-            n=n,
-            w=width,
-            out=out.data_ptr(),
-            esize=_ESIZE[dtype],
-        )
+        call()
     return out
 
 
@@ -539,28 +646,20 @@ def dequantize_(
     Bit-identical to ``table[unpack(...)]`` followed by ``view.mul_(scales[:, None])``.
     Returns False, touching nothing, when the kernels cannot run.
     """
-    lib = _lib()
-    if (
-        lib is None
-        or width > 8
-        or out.dtype != torch.float32
-        or table.dtype != torch.float32
-        or not _usable(out, data, table)
-    ):
+    if width > 8:
         return False
-    scales = scales.to(torch.float32).contiguous()
     rows, size = out.shape
-    lib["fedrot_dequant_f32"](
-        data=data.data_ptr(),
+    return _run(
+        "fedrot_dequant_f32",
+        data=data,
         start=start,
         rows=rows,
         size=size,
         w=width,
-        table=table.data_ptr(),
-        scales=scales.data_ptr(),
-        out=out.data_ptr(),
+        table=table,
+        scales=scales.to(torch.float32).contiguous(),
+        out=out,
     )
-    return True
 
 
 def eden_quantize_(
@@ -578,32 +677,21 @@ def eden_quantize_(
     summation order is torch's). Same float operations as the torch path. Returns
     False, touching nothing, when the kernels cannot run.
     """
-    lib = _lib()
-    if (
-        lib is None
-        or y.dtype != torch.float32
-        or codes.dtype != torch.uint8
-        or boundaries.numel() > 255
-        or not _usable(y, factor, boundaries, centroids, codes, prod)
-    ):
+    if boundaries.numel() > 255:
         return False
     rows, size = y.shape
-    lib["fedrot_eden_quant_f32"](
-        y=y.data_ptr(),
+    return _run(
+        "fedrot_eden_quant_f32",
+        y=y,
         rows=rows,
         size=size,
-        srow=factor.data_ptr(),
-        bnd=boundaries.data_ptr(),
+        srow=factor,
+        bnd=boundaries,
         nb=boundaries.numel(),
-        cent=centroids.data_ptr(),
-        codes=codes.data_ptr(),
-        prod=prod.data_ptr(),
+        cent=centroids,
+        codes=codes,
+        prod=prod,
     )
-    return True
-
-
-def _threads(work: int) -> int:
-    return max(1, min(torch.get_num_threads(), work >> _MIN_THREAD_WORK_LOG2))
 
 
 def quic_send(
@@ -634,45 +722,31 @@ def quic_send(
     ``1 / grid_inv`` from ``grid_lo``; any such values give the same result).
     None, touching nothing, when the kernels cannot run.
     """
-    lib = _lib()
-    if (
-        lib is None
-        or z.dtype != torch.float32
-        or codes.dtype != torch.uint8
-        or oidx.dtype != torch.int64
-        or means.dtype != torch.float64
-        or levels.dtype != torch.uint8
-        or movers.dtype != torch.uint8
-        or grid.dtype != torch.int32
-        or not _usable(z, codes, oidx, means, levels, movers, grid)
-    ):
-        return None
     n = z.numel()
-    if n == 0:
-        return 0
-    counts = torch.empty((n + 65535) // 65536, dtype=torch.int64)
-    return int(
-        lib["fedrot_quic_send_f32"](
-            z=z.data_ptr(),
-            n=n,
-            T=threshold,
-            hkey=hkey,
-            ukey=ukey,
-            l=sr_log2,
-            means=means.data_ptr(),
-            nm=means.numel() - 1,
-            levels=levels.data_ptr(),
-            movers=movers.data_ptr(),
-            grid=grid.data_ptr(),
-            ng=grid.numel() - 1,
-            g0=grid_lo,
-            ginv=grid_inv,
-            codes=codes.data_ptr(),
-            oidx=oidx.data_ptr(),
-            counts=counts.data_ptr(),
-            threads=_threads(n),
-        )
+    call = _bind(
+        "fedrot_quic_send_f32",
+        z=z,
+        n=n,
+        T=threshold,
+        hkey=hkey,
+        ukey=ukey,
+        l=sr_log2,
+        means=means,
+        nm=means.numel() - 1,
+        levels=levels,
+        movers=movers,
+        grid=grid,
+        ng=grid.numel() - 1,
+        g0=grid_lo,
+        ginv=grid_inv,
+        codes=codes,
+        oidx=oidx,
+        counts=torch.empty((n + 65535) // 65536, dtype=torch.int64),
+        threads=_threads(n),
     )
+    if call is None:
+        return None
+    return int(call()) if n else 0
 
 
 def quic_aggregate_(
@@ -683,7 +757,7 @@ def quic_aggregate_(
     norms: Sequence[torch.Tensor],
     outlier_idx: Sequence[torch.Tensor],
     outlier_values: Sequence[torch.Tensor],
-    weights: Sequence[float],
+    weights: Sequence[float] | None,
     bits: int,
     sr_log2: int,
     table: torch.Tensor,
@@ -696,103 +770,35 @@ def quic_aggregate_(
     ``acc += est * w`` as one fused multiply-add (torch's ``add_(est, alpha=w)``),
     clients in the given order for every element. ``codes`` are the packed uint8
     payload sections, ``outlier_idx`` increasing int64 indices below ``acc.numel()``,
-    ``piece_starts`` the int64 piece boundaries (pieces + 1 of them). Returns False,
-    touching nothing, when the kernels cannot run.
+    ``piece_starts`` the int64 piece boundaries (pieces + 1 of them).
+    ``weights=None`` decodes one client: ``acc`` becomes its estimate exactly (the
+    values of ``receiver``, ``scale_pieces_`` and ``est[idx] = values`` of
+    :mod:`fedrot.codecs.quic_fl`, bit for bit). Returns False, touching nothing,
+    when the kernels cannot run.
     """
-    lib = _lib()
     n = len(codes)
-    tensors = [acc, table, piece_starts, *codes, *norms, *outlier_idx, *outlier_values]
-    if (
-        lib is None
-        or n == 0
-        or acc.dtype != torch.float32
-        or table.dtype != torch.float32
-        or piece_starts.dtype != torch.int64
-        or any(t.dtype != torch.uint8 for t in codes)
-        or any(t.dtype != torch.float32 for t in (*norms, *outlier_values))
-        or any(t.dtype != torch.int64 for t in outlier_idx)
-        or not _usable(*tensors)
-    ):
-        return False
-
-    def ptrs(ts: Sequence[torch.Tensor]) -> ctypes.Array[ctypes.c_void_p]:
-        return (ctypes.c_void_p * n)(*[t.data_ptr() for t in ts])
-
+    if weights is None and n != 1:
+        raise ValueError(f"`weights=None` decodes one client. Found {n} clients.")
     padded = acc.numel()
-    lib["fedrot_quic_agg_f32"](
+    return n > 0 and _run(
+        "fedrot_quic_agg_f32",
         n=n,
-        codes=ptrs(codes),
-        hkeys=(ctypes.c_uint64 * n)(*hkeys),
-        norms=ptrs(norms),
-        oidx=ptrs(outlier_idx),
-        ovals=ptrs(outlier_values),
-        nout=(ctypes.c_int64 * n)(*[t.numel() for t in outlier_idx]),
-        weights=(ctypes.c_float * n)(*weights),
+        codes=codes,
+        hkeys=hkeys,
+        norms=norms,
+        oidx=outlier_idx,
+        ovals=outlier_values,
+        nout=[t.numel() for t in outlier_idx],
+        weights=weights,
         bits=bits,
         l=sr_log2,
-        table=table.data_ptr(),
+        table=table,
         npieces=piece_starts.numel() - 1,
-        pstart=piece_starts.data_ptr(),
+        pstart=piece_starts,
         padded=padded,
-        acc=acc.data_ptr(),
+        acc=acc,
         threads=max(1, min(_threads(n * padded), (padded + 2047) // 2048)),
     )
-    return True
-
-
-def quic_estimate_(
-    out: torch.Tensor,
-    *,
-    codes: torch.Tensor,
-    hkey: int,
-    norms: torch.Tensor,
-    outlier_idx: torch.Tensor,
-    outlier_values: torch.Tensor,
-    bits: int,
-    sr_log2: int,
-    table: torch.Tensor,
-    piece_starts: torch.Tensor,
-) -> bool:
-    """One client's QUIC-FL estimate of its rotated vector into float32 ``out``.
-
-    ``out[i] = table[code(i) << sr_log2 | h(i)] * norms[piece(i)]``, then the
-    outliers put back: the values of ``receiver``, ``scale_pieces_`` and
-    ``est[idx] = values`` of :mod:`fedrot.codecs.quic_fl`, bit for bit, in one pass.
-    Arguments as in :func:`quic_aggregate_` for one client. Returns False, touching
-    nothing, when the kernels cannot run.
-    """
-    lib = _lib()
-    if (
-        lib is None
-        or out.dtype != torch.float32
-        or table.dtype != torch.float32
-        or piece_starts.dtype != torch.int64
-        or codes.dtype != torch.uint8
-        or norms.dtype != torch.float32
-        or outlier_values.dtype != torch.float32
-        or outlier_idx.dtype != torch.int64
-        or not _usable(out, codes, norms, outlier_idx, outlier_values, table)
-        or not _usable(piece_starts)
-    ):
-        return False
-    padded = out.numel()
-    lib["fedrot_quic_est_f32"](
-        codes=codes.data_ptr(),
-        hkey=hkey,
-        norms=norms.data_ptr(),
-        oidx=outlier_idx.data_ptr(),
-        ovals=outlier_values.data_ptr(),
-        nout=outlier_idx.numel(),
-        bits=bits,
-        l=sr_log2,
-        table=table.data_ptr(),
-        npieces=piece_starts.numel() - 1,
-        pstart=piece_starts.data_ptr(),
-        padded=padded,
-        out=out.data_ptr(),
-        threads=max(1, min(_threads(padded), (padded + 2047) // 2048)),
-    )
-    return True
 
 
 _STREAM_CHUNK = 65536
@@ -801,14 +807,14 @@ _STREAM_CHUNK = 65536
 def uniforms(key: int, n: int) -> torch.Tensor | None:
     """:func:`fedrot.seeds.uniforms_torch` on the CPU: ``n`` float32 uniforms of the
     key's stream, the same values (None: use torch)."""
-    lib = _lib()
-    if lib is None:
-        return None
     out = torch.empty(n, dtype=torch.float32)
+    call = _bind(
+        "fedrot_uniforms_f32", key=key, start=0, n=n, out=out, threads=_threads(n)
+    )
+    if call is None:
+        return None
     if n:
-        lib["fedrot_uniforms_f32"](
-            key=key, start=0, n=n, out=out.data_ptr(), threads=_threads(n)
-        )
+        call()
     return out
 
 
@@ -816,23 +822,20 @@ def mask(key: int, n: int, p: float) -> tuple[torch.Tensor, int] | None:
     """``uniforms_torch(key, n) < p`` on the CPU as a bool tensor, with its number
     of True values (None: use torch). The comparison is torch's: float32, with ``p``
     rounded to float32."""
-    lib = _lib()
-    if lib is None:
-        return None
     out = torch.empty(n, dtype=torch.bool)
-    if n == 0:
-        return out, 0
-    counts = torch.empty((n + _STREAM_CHUNK - 1) // _STREAM_CHUNK, dtype=torch.int64)
-    count = lib["fedrot_mask_f32"](
+    call = _bind(
+        "fedrot_mask_f32",
         key=key,
         start=0,
         n=n,
         p=p,
-        out=out.data_ptr(),
-        counts=counts.data_ptr(),
+        out=out,
+        counts=torch.empty((n + _STREAM_CHUNK - 1) // _STREAM_CHUNK, dtype=torch.int64),
         threads=_threads(n),
     )
-    return out, int(count)
+    if call is None:
+        return None
+    return out, int(call()) if n else 0
 
 
 def hadamard_sq_quantize_(
@@ -853,31 +856,20 @@ def hadamard_sq_quantize_(
     :mod:`fedrot.codecs.hadamard_sq`, fused with the stream. Returns False,
     touching nothing, when the kernels cannot run.
     """
-    lib = _lib()
-    if (
-        lib is None
-        or top > 255
-        or y.dtype != torch.float32
-        or codes.dtype != torch.uint8
-        or lo.dtype != torch.float32
-        or inv.dtype != torch.float32
-        or not _usable(y, codes, lo, inv)
-    ):
-        return False
     rows, size = y.shape
-    lib["fedrot_hsq_quant_f32"](
-        y=y.data_ptr(),
+    return top <= 255 and _run(
+        "fedrot_hsq_quant_f32",
+        y=y,
         rows=rows,
         size=size,
         offset=offset,
         key=key,
-        lo=lo.data_ptr(),
-        inv=inv.data_ptr(),
+        lo=lo,
+        inv=inv,
         top=top,
-        codes=codes.data_ptr(),
+        codes=codes,
         threads=max(1, min(_threads(y.numel()), rows)),
     )
-    return True
 
 
 def eden_quantize2_(
@@ -896,35 +888,25 @@ def eden_quantize2_(
     per-element result of the torch path's ``where(hi, ...)``. Returns False,
     touching nothing, when the kernels cannot run.
     """
-    lib = _lib()
-    tensors = (y, factor, hi, *low, *high, codes, prod)
-    if (
-        lib is None
-        or y.dtype != torch.float32
-        or codes.dtype != torch.uint8
-        or hi.dtype != torch.bool
-        or max(low[0].numel(), high[0].numel()) > 255
-        or any(t.dtype != torch.float32 for t in (*low, *high))
-        or not _usable(*tensors)
-    ):
+    if max(low[0].numel(), high[0].numel()) > 255:
         return False
     rows, size = y.shape
-    lib["fedrot_eden_quant2_f32"](
-        y=y.data_ptr(),
+    return _run(
+        "fedrot_eden_quant2_f32",
+        y=y,
         rows=rows,
         size=size,
-        srow=factor.data_ptr(),
-        hi=hi.data_ptr(),
-        bnd_lo=low[0].data_ptr(),
+        srow=factor,
+        hi=hi,
+        bnd_lo=low[0],
         nb_lo=low[0].numel(),
-        cent_lo=low[1].data_ptr(),
-        bnd_hi=high[0].data_ptr(),
+        cent_lo=low[1],
+        bnd_hi=high[0],
         nb_hi=high[0].numel(),
-        cent_hi=high[1].data_ptr(),
-        codes=codes.data_ptr(),
-        prod=prod.data_ptr(),
+        cent_hi=high[1],
+        codes=codes,
+        prod=prod,
     )
-    return True
 
 
 def pack_split(
@@ -932,31 +914,23 @@ def pack_split(
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
     """``(pack(codes[sel], w1), pack(codes[~sel], w0))`` of uint8 CPU codes in one
     pass; ``count`` is the number of True values of ``sel`` (None: use torch)."""
-    lib = _lib()
-    if (
-        lib is None
-        or codes.dtype != torch.uint8
-        or sel.dtype != torch.bool
-        or codes.shape != sel.shape
-        or not _usable(codes, sel)
-    ):
-        return None
     n = codes.numel()
-    if not 0 <= count <= n or max(w1, w0) > 8:
+    if codes.shape != sel.shape or not 0 <= count <= n or max(w1, w0) > 8:
         return None
     size1, size0 = (count * w1 + 7) // 8, ((n - count) * w0 + 7) // 8
     out1 = torch.zeros(size1 + 8, dtype=torch.uint8)  # 8 bytes of slack: see C
     out0 = torch.zeros(size0 + 8, dtype=torch.uint8)
-    lib["fedrot_pack_split"](
-        codes=codes.data_ptr(),
-        sel=sel.data_ptr(),
+    done = _run(
+        "fedrot_pack_split",
+        codes=codes,
+        sel=sel,
         n=n,
         w1=w1,
-        out1=out1.data_ptr(),
+        out1=out1,
         w0=w0,
-        out0=out0.data_ptr(),
+        out0=out0,
     )
-    return out1[:size1], out0[:size0]
+    return (out1[:size1], out0[:size0]) if done else None
 
 
 def dequantize_accumulate_(
@@ -985,38 +959,29 @@ def dequantize_accumulate_(
     ``mul_(w)`` / ``add_(x, alpha=w)``, without a dense per-client vector. Returns
     False, touching nothing, when the kernels cannot run.
     """
-    lib = _lib()
-    if (
-        lib is None
-        or not keys
-        or width > 8
-        or acc.dtype != torch.float32
-        or table.dtype != torch.float32
-        or scales.dtype != torch.float32
-        or not _usable(acc, data, table, scales)
-    ):
+    if not keys or width > 8:
         return False
-    if rows == 0:
-        return True
-    karr = (ctypes.c_uint64 * len(keys))(*keys)
-    rc = lib["fedrot_dequant_acc_f32"](
-        data=data.data_ptr(),
+    call = _bind(
+        "fedrot_dequant_acc_f32",
+        data=data,
         start=offset,
         rows=rows,
         size=size,
         offset=offset,
         d=acc.numel(),
         w=width,
-        table=table.data_ptr(),
-        scales=scales.data_ptr(),
-        keys=karr,
+        table=table,
+        scales=scales,
+        keys=keys,
         k=len(keys),
         s=scale,
         wt=weight,
         first=int(first),
-        acc=acc.data_ptr(),
+        acc=acc,
         threads=max(1, min(_threads(rows * size), rows)),
     )
-    if rc != 0:
+    if call is None:
+        return False
+    if rows and call() != 0:
         raise MemoryError("fedrot_dequant_acc_f32: no memory for a piece buffer")
     return True

@@ -166,6 +166,7 @@ _C_SCALARS: dict[str, type] = {
     "int": ctypes.c_int,
     "int32_t": ctypes.c_int32,
     "uint8_t": ctypes.c_uint8,
+    "bool": ctypes.c_bool,
     "float": ctypes.c_float,
     "double": ctypes.c_double,
 }
@@ -299,3 +300,49 @@ def test_kernels_take_exactly_their_named_arguments() -> None:
         lib["fedrot_pack"](codes=0, esize=1, n=0, w=1)  # `out` missing
     with pytest.raises(TypeError, match="fedrot_pack takes the arguments"):
         lib["fedrot_pack"](codes=0, esize=1, n=0, w=1, out=0, extra=2)
+
+
+@needs_kernels
+def test_tensor_arguments_are_checked_against_the_prototypes() -> None:
+    """A tensor that is not a contiguous CPU tensor of its parameter's declared type
+    makes the wrapper decline (the caller uses torch) with its outputs untouched."""
+    y = torch.randn(2, 8, generator=torch.Generator().manual_seed(3))
+    lo, inv = torch.zeros(2), torch.ones(2)
+    codes = torch.full((2, 8), 7, dtype=torch.uint8)
+    kw = {"offset": 0, "key": 5, "top": 3}
+    assert _kernels.hadamard_sq_quantize_(y, lo=lo, inv=inv, codes=codes, **kw)
+    assert int(codes.max()) <= 3
+    for bad in [
+        {"lo": lo.double()},  # float64 for a const float *
+        {"codes": codes.bool()},  # uint8_t * codes, not a bool mask
+        {"codes": codes.t().contiguous().t()},  # not contiguous
+    ]:
+        args = {"lo": lo, "inv": inv, "codes": torch.full((2, 8), 7, dtype=torch.uint8)}
+        args.update(bad)
+        out = args["codes"]
+        before = out.clone()
+        assert not _kernels.hadamard_sq_quantize_(y, **args, **kw)
+        assert torch.equal(out, before)
+    sel = torch.tensor([True, False, True])
+    packed = torch.tensor([1, 2, 3], dtype=torch.uint8)
+    assert _kernels.pack_split(packed, sel, 2, 2, 2) is not None
+    assert _kernels.pack_split(packed, sel.to(torch.uint8), 2, 2, 2) is None
+
+
+@needs_kernels
+def test_quic_decode_of_several_clients_is_refused() -> None:
+    one = [torch.zeros(1, dtype=torch.uint8)] * 2
+    with pytest.raises(ValueError, match="decodes one client"):
+        _kernels.quic_aggregate_(
+            torch.empty(8),
+            codes=one,
+            hkeys=[1, 2],
+            norms=[torch.ones(1)] * 2,
+            outlier_idx=[torch.zeros(0, dtype=torch.int64)] * 2,
+            outlier_values=[torch.zeros(0)] * 2,
+            weights=None,
+            bits=1,
+            sr_log2=0,
+            table=torch.zeros(2),
+            piece_starts=torch.tensor([0, 8]),
+        )

@@ -165,18 +165,13 @@ class QuicTables:
         kernel, for (client, parsed body, weight) triples: per element the same
         operations in the same client order as the torch path (``add_`` as one
         fused multiply-add), each block of coordinates accumulated in cache."""
-        done = _kernels.quic_aggregate_(
+        done = self._fused_(
             acc,
-            codes=[body[2] for _, body, _ in bodies],
-            hkeys=[derive_seed(seed, c, Stream.SHARED_H) for c, _, _ in bodies],
-            norms=[body[1] for _, body, _ in bodies],
-            outlier_idx=[body[3] for _, body, _ in bodies],
-            outlier_values=[body[4] for _, body, _ in bodies],
-            weights=[w for _, _, w in bodies],
+            plan,
             bits=bits,
-            sr_log2=self.table.sr_log2,
-            table=self.kernel["flat"],
-            piece_starts=_piece_starts(plan),
+            seed=seed,
+            bodies=[(client, body) for client, body, _ in bodies],
+            weights=[w for _, _, w in bodies],
         )
         if not done:  # pragma: no cover - the caller checked the kernels
             raise RuntimeError(f"QUIC-FL aggregation kernel: {_kernels.status()}")
@@ -199,19 +194,36 @@ class QuicTables:
         if self.device.type != "cpu" or not _kernels.available():
             return None
         out = torch.empty(plan.padded, dtype=torch.float32)
-        done = _kernels.quic_estimate_(
+        done = self._fused_(
+            out, plan, bits=bits, seed=seed, bodies=[(client, body)], weights=None
+        )
+        return out if done else None
+
+    def _fused_(
+        self,
+        out: torch.Tensor,
+        plan: ChunkPlan,
+        *,
+        bits: int,
+        seed: int,
+        bodies: list[tuple[int, tuple[Any, ...]]],
+        weights: list[float] | None,
+    ) -> bool:
+        """:func:`fedrot._kernels.quic_aggregate_` on (client, parsed body) pairs:
+        their weighted sum, or with ``weights=None`` one client's estimate."""
+        return _kernels.quic_aggregate_(
             out,
-            codes=body[2],
-            hkey=derive_seed(seed, client, Stream.SHARED_H),
-            norms=body[1],
-            outlier_idx=body[3],
-            outlier_values=body[4],
+            codes=[body[2] for _, body in bodies],
+            hkeys=[derive_seed(seed, c, Stream.SHARED_H) for c, _ in bodies],
+            norms=[body[1] for _, body in bodies],
+            outlier_idx=[body[3] for _, body in bodies],
+            outlier_values=[body[4] for _, body in bodies],
+            weights=weights,
             bits=bits,
             sr_log2=self.table.sr_log2,
             table=self.kernel["flat"],
             piece_starts=_piece_starts(plan),
         )
-        return out if done else None
 
 
 def _piece_starts(plan: ChunkPlan) -> torch.Tensor:
