@@ -59,7 +59,7 @@ KEY_UPDATE = "fedrot.update"
 #: Whether the client keeps the compression residual for the next round (bool).
 KEY_ERROR_FEEDBACK = "fedrot.error-feedback"
 #: Which arrays of the broadcast record the codec compresses (str): hex of a bit
-#: mask over the record's keys in order, see ``fedrot.records.mask_to_hex``. The
+#: mask over the record's keys in order, see ``fedrot.model_spec.mask_to_hex``. The
 #: others travel exactly.
 KEY_COMPRESS_MASK = "fedrot.compress-mask"
 

@@ -51,33 +51,19 @@ import fedrot
 from ..constants import (
     DOWNLINK_ERROR,
     KEY_CODEC,
-    KEY_CODEC_PARAMS,
-    KEY_COMPRESS_MASK,
-    KEY_ERROR_FEEDBACK,
-    KEY_RUN_SEED,
-    KEY_SERVER_ROUND,
-    KEY_UPDATE,
     MOD_ERROR_PREFIX,
     PAYLOAD_ARRAY_KEY,
     STATE_RESIDUAL,
     STATE_RESIDUAL_TAG,
     UPDATE_DELTA,
-    UPDATE_WEIGHTS,
 )
-from ..records import Layout, config_int, flatten, hex_to_mask, payload_array
+from ..model_spec import hex_to_mask
+from ..records import Layout, flatten, payload_array, single_array_record
+from ..settings import TrainSettings
 from ._codecs import CodecCache
 from .downlink import DownlinkError, DownlinkReceiver
 
 __all__ = ["CompressionMod", "compression_mod"]
-
-_REQUIRED = (
-    KEY_CODEC,
-    KEY_CODEC_PARAMS,
-    KEY_RUN_SEED,
-    KEY_SERVER_ROUND,
-    KEY_UPDATE,
-    KEY_COMPRESS_MASK,
-)
 
 
 class _Misconfigured(Exception):
@@ -157,22 +143,15 @@ class CompressionMod:
     # ------------------------------------------------------------------ steps
     def _plan(self, msg: Message) -> _Round:
         """Step 1-2: settings from the ConfigRecord, layout of the global model."""
-        config = _fedrot_config(msg)
-        codec = self._codec(str(config[KEY_CODEC]), str(config[KEY_CODEC_PARAMS]))
-        update = config[KEY_UPDATE]
-        if update not in (UPDATE_DELTA, UPDATE_WEIGHTS):
-            raise _Misconfigured(
-                f"{KEY_UPDATE!r} must be {UPDATE_DELTA!r} or {UPDATE_WEIGHTS!r}. "
-                f"Found {update!r}."
-            )
-        feedback = bool(config.get(KEY_ERROR_FEEDBACK, False))
-        if feedback and update != UPDATE_DELTA:
-            raise _Misconfigured(
-                "error feedback needs delta updates; the server sent "
-                f"{KEY_UPDATE!r} = {update!r}."
-            )
-        global_record = _single_record(msg)
-        mask_hex = str(config[KEY_COMPRESS_MASK])
+        try:
+            settings = TrainSettings.read(_fedrot_config(msg))
+        except ValueError as exc:
+            raise _Misconfigured(str(exc)) from exc
+        codec = self._codec(settings.codec, settings.codec_params)
+        _, global_record = _array_record(
+            msg, "the global model, in the received train message"
+        )
+        mask_hex = settings.compress_mask
         try:
             layout = Layout.of(global_record, hex_to_mask(mask_hex, len(global_record)))
         except ValueError as exc:
@@ -180,25 +159,22 @@ class CompressionMod:
                 f"the server's compress mask does not fit the received model: {exc}. "
                 "Use the same fedrot version on the server and the clients."
             ) from exc
-        if layout.d == 0 and update == UPDATE_DELTA:
+        if layout.d == 0 and settings.update == UPDATE_DELTA:
             raise _Misconfigured(
                 "the server flags no array of the global model for compression "
                 f"(arrays: {list(layout.keys)[:6]}); use the bare strategy instead."
             )
-        try:
-            run_seed = config_int(config, KEY_RUN_SEED)
-            server_round = config_int(config, KEY_SERVER_ROUND)
-        except ValueError as exc:
-            raise _Misconfigured(f"{exc} Use the same fedrot version.") from exc
-        reference = flatten(global_record, layout) if update == UPDATE_DELTA else None
+        reference = (
+            flatten(global_record, layout) if settings.update == UPDATE_DELTA else None
+        )
         return _Round(
             codec=codec,
-            seed=fedrot.round_seed(run_seed, server_round),
+            seed=fedrot.round_seed(settings.run_seed, settings.server_round),
             node=int(msg.metadata.dst_node_id),
-            server_round=server_round,
+            server_round=settings.server_round,
             layout=layout,
             reference=reference,
-            feedback=feedback,
+            feedback=settings.error_feedback,
             tag=f"{codec!r}|{mask_hex}|{layout.d}",
         )
 
@@ -211,7 +187,12 @@ class CompressionMod:
 
 def _compress_reply(plan: _Round, out: Message, ctxt: Context) -> Message:
     """Steps 4-6: the update vector, its payload, the reply's new ArrayRecord."""
-    key, local = _reply_record(out)
+    key, local = _array_record(
+        out,
+        "the local model, in the ClientApp's train reply",
+        "Return RecordDict({'arrays': ArrayRecord(...), "
+        "'metrics': MetricRecord(...)}).",
+    )
     layout = plan.layout
     problem = layout.mismatch(local)
     if problem is not None:
@@ -254,34 +235,14 @@ def _fedrot_config(msg: Message) -> ConfigRecord:
             "`fedrot.strategies.CompressedStrategy(strategy, codec=...)`, or remove "
             "compression_mod from the ClientApp's mods."
         )
-    missing = [k for k in _REQUIRED if k not in config]
-    if missing:
-        raise _Misconfigured(
-            f"the train ConfigRecord lacks {missing}. Use the same fedrot version on "
-            "the server and the clients."
-        )
     return config
 
 
-def _single_record(msg: Message) -> ArrayRecord:
-    records = list(msg.content.array_records.values())
-    if len(records) != 1:
-        raise _Misconfigured(
-            "needs exactly one ArrayRecord (the global model) in the received train "
-            f"message; found {len(records)}."
-        )
-    return records[0]
-
-
-def _reply_record(out: Message) -> tuple[str, ArrayRecord]:
-    items = list(out.content.array_records.items())
-    if len(items) != 1:
-        raise _Misconfigured(
-            "needs the ClientApp's train reply to hold exactly one ArrayRecord (the "
-            f"local model); found {len(items)}. Return "
-            "RecordDict({'arrays': ArrayRecord(...), 'metrics': MetricRecord(...)})."
-        )
-    return items[0]
+def _array_record(msg: Message, holding: str, fix: str = "") -> tuple[str, ArrayRecord]:
+    try:
+        return single_array_record(msg, holding=holding)
+    except ValueError as exc:
+        raise _Misconfigured(f"{exc}. {fix}".rstrip()) from exc
 
 
 def _residual(ctxt: Context, tag: str, d: int) -> np.ndarray:

@@ -32,14 +32,8 @@ from ..constants import (
     STATE_DOWNLINK_MODEL,
     STATE_DOWNLINK_TAG,
 )
-from ..records import (
-    Layout,
-    config_int,
-    config_str,
-    float_arrays,
-    split_payloads,
-    with_content,
-)
+from ..records import Layout, float_arrays, split_payloads, with_content
+from ..settings import config_int, config_str
 from ._codecs import CodecCache
 
 __all__ = ["DownlinkError", "DownlinkReceiver"]

@@ -7,7 +7,7 @@ as a Flower 1.41 message-API strategy wrapper, in the shape of Flower's
 
 Per round:
 
-1. ``configure_train`` fixes the run's :class:`~fedrot.records.ModelSpec` from the
+1. ``configure_train`` fixes the run's :class:`~fedrot.model_spec.ModelSpec` from the
    first model it sees and casts every broadcast back to those dtypes; it decides
    which arrays the codec compresses (trainable floating parameters; running
    statistics, counters and non-float arrays travel exactly), copies the train
@@ -59,13 +59,6 @@ import fedrot
 
 from ..broadcast import DownlinkSpec
 from ..constants import (
-    KEY_CODEC,
-    KEY_CODEC_PARAMS,
-    KEY_COMPRESS_MASK,
-    KEY_ERROR_FEEDBACK,
-    KEY_RUN_SEED,
-    KEY_SERVER_ROUND,
-    KEY_UPDATE,
     METRIC_DOWNLINK_BYTES,
     METRIC_DOWNLINK_PAYLOAD_BYTES,
     METRIC_DOWNLINK_REQUESTS,
@@ -76,13 +69,14 @@ from ..constants import (
     UPDATE_DELTA,
     UPDATE_WEIGHTS,
 )
-from ..records import (
+from ..model_spec import (
     DEFAULT_EXACT_KEYS,
-    Layout,
     ModelSpec,
     mask_to_hex,
     select_compressed,
 )
+from ..records import Layout
+from ..settings import TrainSettings
 from .decoding import ReplyDecoder
 from .downlink import DownlinkSender
 from .failures import Failure, failure_metrics, raise_if_fedrot_lost
@@ -182,7 +176,7 @@ class CompressedStrategy(Strategy):
     the strategy broadcasts (its keys and dtypes) and the key patterns; it does not
     follow dtypes an inner strategy's aggregation produces. Every broadcast is cast
     back to the first model's dtypes (integer buffers rounded to the nearest
-    integer, see :meth:`fedrot.records.ModelSpec.cast`).
+    integer, see :meth:`fedrot.model_spec.ModelSpec.cast`).
 
     Examples
     --------
@@ -320,14 +314,15 @@ class CompressedStrategy(Strategy):
                 f"{list(layout.keys)[:6]}, exact_keys {list(self.exact_keys)}); use "
                 "the bare strategy or change exact_keys / compress_keys."
             )
-        config = ConfigRecord(dict(config.items()))
-        config[KEY_CODEC] = self.codec.name
-        config[KEY_CODEC_PARAMS] = json.dumps(self.codec.params(), sort_keys=True)
-        config[KEY_RUN_SEED] = self.seed
-        config[KEY_SERVER_ROUND] = server_round
-        config[KEY_UPDATE] = self.update
-        config[KEY_ERROR_FEEDBACK] = self.error_feedback
-        config[KEY_COMPRESS_MASK] = mask_to_hex(self._mask)
+        config = TrainSettings(
+            codec=self.codec.name,
+            codec_params=json.dumps(self.codec.params(), sort_keys=True),
+            run_seed=self.seed,
+            server_round=server_round,
+            update=self.update,
+            error_feedback=self.error_feedback,
+            compress_mask=mask_to_hex(self._mask),
+        ).write(config)
         self._global, self._layout, self._round = arrays, layout, server_round
         messages = list(
             self.strategy.configure_train(server_round, arrays, config, grid)

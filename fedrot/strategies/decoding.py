@@ -22,9 +22,9 @@ import fedrot
 
 from .. import wire
 from ..constants import UPDATE_DELTA
+from ..model_spec import ModelSpec
 from ..records import (
     Layout,
-    ModelSpec,
     assemble,
     flatten,
     float_arrays,

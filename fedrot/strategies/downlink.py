@@ -23,7 +23,7 @@ from ..constants import (
     DOWNLINK_RECORD,
     MOD_ERROR_PREFIX,
 )
-from ..records import Layout, flatten, payload_array
+from ..records import Layout, flatten, payload_array, single_array_record
 
 __all__ = ["DownlinkSender"]
 
@@ -75,7 +75,9 @@ class DownlinkSender:
         for msg in messages:
             node = int(msg.metadata.dst_node_id)
             base, payloads = (-1, shared) if shared else self._delta_arrays(node)
-            key = _array_record_key(msg)
+            key, _ = single_array_record(
+                msg, holding="the model, in each instruction of a compressed broadcast"
+            )
             content = RecordDict(dict(msg.content.items()))
             content[key] = ArrayRecord({**payloads, **exact})
             content[DOWNLINK_RECORD] = ConfigRecord({**settings, "base": base})
@@ -114,16 +116,6 @@ class DownlinkSender:
             for u, blob in steps
         }
         return base, arrays
-
-
-def _array_record_key(msg: Message) -> str:
-    keys = list(msg.content.array_records.keys())
-    if len(keys) != 1:
-        raise ValueError(
-            "compressed broadcasts need exactly one ArrayRecord (the model) in each "
-            f"instruction; the inner strategy built one with {len(keys)}."
-        )
-    return keys[0]
 
 
 def _mod_ran(msg: Message) -> bool:

@@ -36,7 +36,7 @@ from fedrot.constants import (
     UPDATE_DELTA,
     UPDATE_WEIGHTS,
 )
-from fedrot.records import DEFAULT_EXACT_KEYS, mask_to_hex, select_compressed
+from fedrot.model_spec import DEFAULT_EXACT_KEYS, mask_to_hex, select_compressed
 
 NODE = 2**64 - 3  # node ids are unsigned 64-bit
 

@@ -44,7 +44,7 @@ from fedrot.constants import (
     METRIC_UPLINK_REQUESTS,
     PAYLOAD_ARRAY_KEY,
 )
-from fedrot.records import ModelSpec
+from fedrot.model_spec import ModelSpec
 from fedrot.strategies import CompressedStrategy, instruction_bytes, reply_bytes
 
 WEIGHTS = {NODE_IDS[0]: 10.0, NODE_IDS[1]: 30.0, NODE_IDS[2]: 20.0}

@@ -35,7 +35,7 @@ from fedrot.constants import (
     MOD_ERROR_PREFIX,
     PAYLOAD_ARRAY_KEY,
 )
-from fedrot.records import hex_to_mask
+from fedrot.model_spec import hex_to_mask
 from fedrot.strategies import CompressedStrategy
 
 
