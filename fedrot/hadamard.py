@@ -94,7 +94,7 @@ def fwht(x: torch.Tensor) -> torch.Tensor:
     the same order per element, so the result is bit-identical to
     :func:`fwht_reference`.
 
-    Equivalent to ``x @ torch.tensor(scipy.linalg.hadamard(D)) / sqrt(D)``.
+    Equivalent to ``fwht_reference(x)``, bit for bit.
 
     Examples
     --------
@@ -151,8 +151,8 @@ def fwht_reference(x: torch.Tensor) -> torch.Tensor:
 
     Examples
     --------
-    >>> fwht_reference(torch.tensor([1.0, 2.0, 3.0, 4.0])).tolist()
-    [5.0, -1.0, -2.0, 0.0]
+    >>> fwht_reference(torch.ones(2, 4)).tolist()  # rows transform separately
+    [[2.0, 0.0, 0.0, 0.0], [2.0, 0.0, 0.0, 0.0]]
     """
     size = _check(x)
     src = x.reshape(-1, size).clone()
