@@ -6,12 +6,30 @@ import random
 
 import numpy as np
 import pytest
+import torch
 from flower_factories import set_task_identity
-from flwr.app import ArrayRecord, ConfigRecord
+from flwr.app import (
+    ArrayRecord,
+    ConfigRecord,
+    Context,
+    Message,
+    MetricRecord,
+    RecordDict,
+)
+from flwr.clientapp import ClientApp
 from flwr.serverapp.strategy import FedAvg
-from real_model import RecordingGrid, make_client_app, make_model, one_torch_thread
+from real_model import (
+    CLASSES,
+    FEATURES,
+    RecordingGrid,
+    load_data,
+    make_client_app,
+    make_model,
+    one_torch_thread,
+)
 
 from fedrot.broadcast import checksum
+from fedrot.clients import compression_mod
 from fedrot.constants import (
     DOWNLINK_RECORD,
     METRIC_DOWNLINK_BYTES,
@@ -112,6 +130,64 @@ def test_broadcasts_are_compressed_and_training_counts_every_reply(mode) -> None
     for rnd in (1, 2, 3):
         sent_bytes = result.train_metrics_clientapp[rnd][METRIC_DOWNLINK_PAYLOAD_BYTES]
         assert 0 < sent_bytes < fp32 / 3  # d is small: headers weigh in
+
+
+def _wide_mlp() -> torch.nn.Module:
+    """A 491,526-parameter MLP without BatchNorm (like the simulations' CNN, whose
+    arrays are all compressed)."""
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Linear(FEATURES, 1 << 14),
+        torch.nn.ReLU(),
+        torch.nn.Linear(1 << 14, CLASSES),
+    )
+
+
+def _wide_mlp_app() -> ClientApp:
+    app = ClientApp(mods=[compression_mod])
+
+    @app.train()
+    def _train(msg: Message, context: Context) -> Message:
+        model = _wide_mlp()
+        model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
+        x, y = load_data(int(context.node_config["partition-id"]), 10)
+        opt = torch.optim.SGD(model.parameters(), lr=0.05)
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+        metrics = MetricRecord({"num-examples": len(x)})
+        arrays = ArrayRecord(model.state_dict())
+        return Message(RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=msg)
+
+    return app
+
+
+def test_cross_silo_delta_broadcasts_cut_total_bytes_over_15x() -> None:
+    """10 nodes, all every round, 10 rounds: EDEN 1-bit uplink + EDEN 2-bit delta
+    broadcasts against float32 both ways (Fleet bytes of every train phase, the
+    first model's broadcast included)."""
+    totals = {}
+    for label, kwargs in {
+        "fp32": {"codec": "fp32"},
+        "eden": {
+            "codec": "eden",
+            "bits": 1,
+            "downlink": {"codec": "eden", "bits": 2, "mode": "delta"},
+        },
+    }.items():
+        strategy = CompressedStrategy(
+            FedAvg(fraction_train=1.0, fraction_evaluate=0.0), seed=3, **kwargs
+        )
+        with one_torch_thread():
+            result = strategy.start(
+                grid=RecordingGrid(_wide_mlp_app(), 10),
+                initial_arrays=ArrayRecord(_wide_mlp().state_dict()),
+                num_rounds=10,
+            )
+        metrics = result.train_metrics_clientapp
+        assert all(metrics[r][METRIC_FAILED_REPLIES] == 0 for r in range(1, 11))
+        totals[label] = sum(metrics[r][METRIC_TOTAL_BYTES] for r in range(1, 11))
+    assert totals["fp32"] / totals["eden"] >= 15, totals
 
 
 def test_model_mode_payload_is_the_same_for_every_node() -> None:
