@@ -899,6 +899,24 @@ void fedrot_pack_split(const uint8_t *codes, const bool *sel, i64 n, int w1,
     }
 }
 
+/* The inverse of fedrot_pack_split, looked up in tables: out[i] = t1[next w1-bit code
+ * of data1] where sel[i], else t0[next w0-bit code of data0] (fractional EDEN's
+ * c[sel] = t1[unpack(data1)], c[~sel] = t0[unpack(data0)]; lookups are exact). Both
+ * codes are read at every step (no branch on sel), so data1/data0 carry 8 bytes of
+ * slack past their streams and the tables hold 2**w1 / 2**w0 entries. */
+void fedrot_dequant_split_f32(const uint8_t *data1, int w1, const float *t1,
+                              const uint8_t *data0, int w0, const float *t0,
+                              const bool *sel, i64 n, float *out) {
+    i64 k1 = 0, k0 = 0;
+    for (i64 i = 0; i < n; i++) {
+        i64 s = sel[i];
+        float v1 = t1[get_code(data1, k1, w1)], v0 = t0[get_code(data0, k0, w0)];
+        out[i] = s ? v1 : v0;
+        k1 += s;
+        k0 += 1 - s;
+    }
+}
+
 /* ------------------------------------------- streamed per-client aggregation */
 /* One client's DRIVE/EDEN decode added into a running sum, piece by piece while the
  * piece is in cache: buf = table[code] * scales[r] (fedrot_dequant_f32), the inverse

@@ -232,6 +232,18 @@ PROTOTYPES: Mapping[str, Prototype] = {
         w0=_INT,
         out0=_U8_P,
     ),
+    "fedrot_dequant_split_f32": _proto(
+        None,
+        data1=_U8_P,
+        w1=_INT,
+        t1=_F32_P,
+        data0=_U8_P,
+        w0=_INT,
+        t0=_F32_P,
+        sel=_BOOL_P,
+        n=_I64,
+        out=_F32_P,
+    ),
     "fedrot_dequant_acc_f32": _proto(
         _INT,
         data=_U8_P,
@@ -931,6 +943,49 @@ def pack_split(
         out0=out0,
     )
     return (out1[:size1], out0[:size0]) if done else None
+
+
+def dequantize_split(
+    data1: torch.Tensor,
+    w1: int,
+    table1: torch.Tensor,
+    data0: torch.Tensor,
+    w0: int,
+    table0: torch.Tensor,
+    sel: torch.Tensor,
+) -> torch.Tensor | None:
+    """The inverse of :func:`pack_split` through two tables, in one pass: ``c`` with
+    ``c[sel] = table1[unpack(data1, w1)]`` and ``c[~sel] = table0[unpack(data0, w0)]``
+    (float32, bit-identical: the lookups are exact). ``data1``/``data0`` are uint8
+    streams holding at least ``sel.sum()`` / ``(~sel).sum()`` codes, ``table1`` /
+    ``table0`` have ``2**w1`` / ``2**w0`` entries. None: use torch."""
+    if (
+        not available()
+        or max(w1, w0) > 8
+        or table1.numel() != 1 << w1
+        or table0.numel() != 1 << w0
+        or sel.device.type != "cpu"
+    ):
+        return None
+    pads = []
+    for data in (data1, data0):  # 8 bytes of slack: see C
+        pad = torch.zeros(data.numel() + 8, dtype=torch.uint8)
+        pad[: data.numel()] = data
+        pads.append(pad)
+    out = torch.empty(sel.numel(), dtype=torch.float32)
+    done = _run(
+        "fedrot_dequant_split_f32",
+        data1=pads[0],
+        w1=w1,
+        t1=table1,
+        data0=pads[1],
+        w0=w0,
+        t0=table0,
+        sel=sel,
+        n=sel.numel(),
+        out=out,
+    )
+    return out if done else None
 
 
 def dequantize_accumulate_(

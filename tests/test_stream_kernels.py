@@ -102,3 +102,29 @@ def test_pack_split_equals_two_reference_packs(w1: int, w0: int, n: int) -> None
         ref0 = bitpack.pack(codes[~sel].long(), w0)
     assert torch.equal(out[0], ref1) and torch.equal(out[1], ref0)
     assert _kernels.pack_split(codes, sel, n + 1, w1, w0) is None  # impossible count
+
+
+@needs_kernels
+@pytest.mark.parametrize("w1,w0", [(2, 1), (3, 2), (8, 7), (5, 4)])
+@pytest.mark.parametrize("n", [1, 7, 1000, 65541])
+def test_dequantize_split_inverts_pack_split_through_tables(
+    w1: int, w0: int, n: int
+) -> None:
+    gen = torch.Generator().manual_seed(n * w0 + 3)
+    sel = torch.rand(n, generator=gen) < 0.61
+    count = int(sel.sum())
+    codes1 = torch.randint(0, 1 << w1, (count,), generator=gen)
+    codes0 = torch.randint(0, 1 << w0, (n - count,), generator=gen)
+    table1 = torch.randn(1 << w1, generator=gen)
+    table0 = torch.randn(1 << w0, generator=gen)
+    with _kernels.enabled(False):
+        data1, data0 = bitpack.pack(codes1, w1), bitpack.pack(codes0, w0)
+    ref = torch.empty(n)
+    ref[sel], ref[~sel] = table1[codes1], table0[codes0]
+    out = _kernels.dequantize_split(data1, w1, table1, data0, w0, table0, sel)
+    assert out is not None and torch.equal(out.view(torch.int32), ref.view(torch.int32))
+    # a table of the wrong size is declined (the caller then uses torch)
+    assert (
+        _kernels.dequantize_split(data1, w1, table1[:-1], data0, w0, table0, sel)
+        is None
+    )

@@ -301,9 +301,14 @@ class EdenCodec(Codec):
                 "(seed, client): wrong seed/client id or a corrupt payload."
             )
         split = bitpack.packed_size(n_hi, self._hi)
-        c = torch.empty(plan.padded, dtype=torch.float32, device=self.device)
-        c[hi] = self._tables[self._hi][0][bitpack.unpack(raw[:split], n_hi, self._hi)]
-        c[~hi] = cent_lo[bitpack.unpack(raw[split:], plan.padded - n_hi, self._lo)]
+        cent_hi = self._tables[self._hi][0]
+        c = _kernels.dequantize_split(
+            raw[:split], self._hi, cent_hi, raw[split:], self._lo, cent_lo, hi
+        )
+        if c is None:
+            c = torch.empty(plan.padded, dtype=torch.float32, device=self.device)
+            c[hi] = cent_hi[bitpack.unpack(raw[:split], n_hi, self._hi)]
+            c[~hi] = cent_lo[bitpack.unpack(raw[split:], plan.padded - n_hi, self._lo)]
         scales, exp = rescaled(scales)
         rotated = Rotated(plan, layers, c)
         return _pieces.scaled_inverse(
