@@ -917,6 +917,29 @@ void fedrot_dequant_split_f32(const uint8_t *data1, int w1, const float *t1,
     }
 }
 
+/* out[k++] = src[i] for every i with sel[i] (torch's src[sel]); m is the number of
+ * True values and out holds m + 1 floats: every step stores (no branch on sel), at
+ * most at out[m]. */
+void fedrot_compress_f32(const float *src, const bool *sel, i64 n, i64 m, float *out) {
+    i64 k = 0;
+    for (i64 i = 0; i < n; i++) {
+        out[k < m ? k : m] = src[i];
+        k += sel[i];
+    }
+}
+
+/* out[i] = sel[i] ? src[k++] : +0 (torch's out = zeros(n); out[sel] = src) with m >= 1
+ * values in src; the read index stays below m (no branch on sel). */
+void fedrot_expand_f32(const float *src, i64 m, const bool *sel, i64 n, float *out) {
+    i64 k = 0;
+    for (i64 i = 0; i < n; i++) {
+        i64 s = sel[i];
+        float v = src[k < m ? k : m - 1];
+        out[i] = s ? v : 0.0f;
+        k += s;
+    }
+}
+
 /* ------------------------------------------- streamed per-client aggregation */
 /* One client's DRIVE/EDEN decode added into a running sum, piece by piece while the
  * piece is in cache: buf = table[code] * scales[r] (fedrot_dequant_f32), the inverse

@@ -244,6 +244,12 @@ PROTOTYPES: Mapping[str, Prototype] = {
         n=_I64,
         out=_F32_P,
     ),
+    "fedrot_compress_f32": _proto(
+        None, src=_F32_P, sel=_BOOL_P, n=_I64, m=_I64, out=_F32_P
+    ),
+    "fedrot_expand_f32": _proto(
+        None, src=_F32_P, m=_I64, sel=_BOOL_P, n=_I64, out=_F32_P
+    ),
     "fedrot_dequant_acc_f32": _proto(
         _INT,
         data=_U8_P,
@@ -984,6 +990,31 @@ def dequantize_split(
         sel=sel,
         n=sel.numel(),
         out=out,
+    )
+    return out if done else None
+
+
+def compress(src: torch.Tensor, sel: torch.Tensor, count: int) -> torch.Tensor | None:
+    """``src[sel]`` of a float32 CPU vector in one pass; ``count`` is the number of
+    True values of ``sel`` (None: use torch)."""
+    if src.dtype != torch.float32 or src.shape != sel.shape or count < 0:
+        return None
+    out = torch.empty(count + 1, dtype=torch.float32)  # one float of slack: see C
+    done = _run(
+        "fedrot_compress_f32", src=src, sel=sel, n=sel.numel(), m=count, out=out
+    )
+    return out[:count] if done else None
+
+
+def expand(src: torch.Tensor, sel: torch.Tensor) -> torch.Tensor | None:
+    """A float32 vector of ``sel``'s length, zero where ``sel`` is False and the
+    values of ``src`` in order where it is True, in one pass (``src`` holds the
+    number of True values, at least one). None: use torch."""
+    if src.dtype != torch.float32 or src.numel() == 0 or sel.dim() != 1:
+        return None
+    out = torch.empty(sel.numel(), dtype=torch.float32)
+    done = _run(
+        "fedrot_expand_f32", src=src, m=src.numel(), sel=sel, n=sel.numel(), out=out
     )
     return out if done else None
 

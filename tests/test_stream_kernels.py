@@ -9,7 +9,7 @@ from factories import make_gaussian
 
 from fedrot import _kernels, bitpack
 from fedrot.codecs import get_codec
-from fedrot.codecs._streams import mask, uniforms
+from fedrot.codecs._streams import gather, mask, scatter, uniforms
 from fedrot.seeds import uniforms_torch
 
 needs_kernels = pytest.mark.skipif(
@@ -128,3 +128,23 @@ def test_dequantize_split_inverts_pack_split_through_tables(
         _kernels.dequantize_split(data1, w1, table1[:-1], data0, w0, table0, sel)
         is None
     )
+
+
+@needs_kernels
+@pytest.mark.parametrize("n", [1, 2, 1000, 65541])
+@pytest.mark.parametrize("p", [0.0, 0.3, 1.0])
+def test_gather_and_scatter_equal_boolean_indexing(n: int, p: float) -> None:
+    gen = torch.Generator().manual_seed(n)
+    v = torch.randn(n, generator=gen)
+    v[::7] = -0.0  # signed zeros are copied as they are
+    keep = torch.rand(n, generator=gen) < p
+    kept = int(keep.sum())
+    got = gather(v, keep, kept)
+    assert torch.equal(got.view(torch.int32), v[keep].view(torch.int32))
+    ref = torch.zeros(n)
+    ref[keep] = v[keep]
+    back = scatter(v[keep].clone(), keep)
+    assert torch.equal(back.view(torch.int32), ref.view(torch.int32))
+    assert _kernels.compress(v, keep, kept) is not None
+    if kept:
+        assert _kernels.expand(v[keep].clone(), keep) is not None

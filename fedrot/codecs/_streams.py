@@ -12,7 +12,7 @@ import torch
 from .. import _kernels
 from ..seeds import uniforms_torch
 
-__all__ = ["uniforms", "mask"]
+__all__ = ["uniforms", "mask", "gather", "scatter"]
 
 
 def uniforms(key: int, n: int, device: torch.device) -> torch.Tensor:
@@ -32,3 +32,24 @@ def mask(key: int, n: int, p: float, device: torch.device) -> tuple[torch.Tensor
             return fast
     m = uniforms_torch(key, n, device=device) < p
     return m, int(m.sum())
+
+
+def gather(v: torch.Tensor, keep: torch.Tensor, kept: int) -> torch.Tensor:
+    """``v[keep]`` (a new vector of the ``kept`` values where the mask is True)."""
+    if v.device.type == "cpu":
+        fast = _kernels.compress(v, keep, kept)
+        if fast is not None:
+            return fast
+    return v[keep]
+
+
+def scatter(values: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """The inverse of :func:`gather`: zeros of ``keep``'s length with ``values``
+    where the mask is True (``values`` holds one value per True, in order)."""
+    if values.device.type == "cpu" and values.numel() > 0:
+        fast = _kernels.expand(values, keep)
+        if fast is not None:
+            return fast
+    out = torch.zeros(keep.numel(), dtype=values.dtype, device=values.device)
+    out[keep] = values
+    return out

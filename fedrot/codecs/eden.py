@@ -44,7 +44,7 @@ from ._io import read_f32, read_tensor, tensor_bytes
 from ._params import Field, ParamLayout
 from ._rotation import MODE_FIELD, Rotated, Rotation
 from ._scaling import rescaled, scale_bytes
-from ._streams import mask
+from ._streams import gather, mask, scatter
 from .base import Codec, Payloads
 
 __all__ = ["EdenCodec"]
@@ -129,7 +129,7 @@ class EdenCodec(Codec):
         if self.bits >= 1:
             layers, body = self._encode_dense(v, seed, client, exp)
             return self._pack(d=d, layers=layers, body=body)
-        sub = v[self._mask(d, self.bits, seed, client)[0]].div_(self.bits)
+        sub = gather(v, *self._mask(d, self.bits, seed, client)).div_(self.bits)
         head = struct.pack("<Q", sub.numel())
         if sub.numel() == 0:
             return self._pack(d=d, layers=0, body=[head])
@@ -266,17 +266,15 @@ class EdenCodec(Codec):
         m, dense = parsed
         if self.bits >= 1:
             return self._decode_dense(dense, seed, client)
-        out = torch.zeros(header.d, dtype=torch.float32, device=self.device)
         if m == 0:
-            return out
+            return torch.zeros(header.d, dtype=torch.float32, device=self.device)
         keep, kept = self._mask(header.d, self.bits, seed, client)
         if kept != m:
             raise PayloadError(
                 "Payload's kept-coordinate count does not match the mask regenerated "
                 "from (seed, client): wrong seed/client id or a corrupt payload."
             )
-        out[keep] = self._decode_dense(dense, seed, client)
-        return out
+        return scatter(self._decode_dense(dense, seed, client), keep)
 
     def _decode_dense(self, dense: _Dense, seed: int, client: int) -> torch.Tensor:
         plan, layers, n_hi, scales, raw_view = dense
