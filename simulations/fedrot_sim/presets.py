@@ -205,8 +205,8 @@ PRESETS: dict[str, Preset] = {
     ),
     "paper": Preset(
         about="Fashion-MNIST CNN 30 rounds x 3 seeds (6 settings) and the BatchNorm "
-        "ResNet-8 on Fashion-MNIST 20 rounds x 3 seeds (3 settings); about 30 "
-        "min on a quiet 2-core machine",
+        "ResNet-8 on Fashion-MNIST 20 rounds x 3 seeds (3 settings); 51 min on 2 "
+        "cores shared with other jobs",
         groups=(
             Group(
                 dataclasses.replace(FASHION, rounds=30),
