@@ -17,6 +17,7 @@ import platform
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +92,39 @@ def peak_extra_bytes(fn: Callable[[], Any]) -> int | None:
     if before is None or peak is None:
         return None
     return max(0, peak - before) * 1024
+
+
+@dataclass(frozen=True)
+class CpuSnapshot:
+    """Wall time and CPU time of the whole machine and of this process, so that the
+    CPU the OTHER processes used in between can be reported (:func:`others_cores`)."""
+
+    wall: float
+    machine_busy_s: float
+    own_s: float
+
+
+def cpu_snapshot() -> CpuSnapshot | None:
+    """A :class:`CpuSnapshot` from ``/proc`` (None off Linux)."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+        own = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    ticks = os.sysconf("SC_CLK_TCK")
+    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields[:8])
+    busy = user + nice + system + irq + softirq + steal
+    mine = int(own[11]) + int(own[12])  # utime, stime (fields 14 and 15)
+    return CpuSnapshot(time.perf_counter(), busy / ticks, mine / ticks)
+
+
+def others_cores(start: CpuSnapshot | None, end: CpuSnapshot | None) -> float | None:
+    """Average number of cores the other processes kept busy between two snapshots
+    (0 on a quiet machine; on 2 cores, 1 means one core was taken from the bench)."""
+    if start is None or end is None or end.wall <= start.wall:
+        return None
+    others = (end.machine_busy_s - start.machine_busy_s) - (end.own_s - start.own_s)
+    return max(0.0, others) / (end.wall - start.wall)
 
 
 # ------------------------------------------------------------------- printing

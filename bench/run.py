@@ -36,7 +36,16 @@ from fedrot.hadamard import fwht, fwht_, fwht_reference
 
 from .codecs import bench_codecs
 from .flower import bench_flower
-from .measure import _kw, _print_row, machine, markdown, median_time, pass_time
+from .measure import (
+    _kw,
+    _print_row,
+    cpu_snapshot,
+    machine,
+    markdown,
+    median_time,
+    others_cores,
+    pass_time,
+)
 from .memory import bench_memory
 from .targets import evaluate
 from .threads import bench_threads
@@ -335,12 +344,31 @@ def sections(*, quick: bool, reps: int) -> list[Section]:
 
 
 def run_sections(chosen: list[Section], results: dict[str, Any]) -> list[str]:
-    """Run each section, store its rows in ``results``; returns markdown tables."""
+    """Run each section, store its rows in ``results``; returns markdown tables.
+
+    ``results["contention"]`` gets, per section, the wall time and the average
+    number of cores other processes kept busy meanwhile (see
+    :func:`bench.measure.others_cores`): a section measured while another job ran
+    shows it there.
+    """
     tables = []
+    contention = results.setdefault("contention", [])
     for section in chosen:
         print(f"## {section.title}", flush=True)
+        start = cpu_snapshot()
         rows = section.run()
+        end = cpu_snapshot()
         results[section.key] = rows
+        contention.append(
+            {
+                "section": section.key,
+                "wall_s": None
+                if start is None or end is None
+                else end.wall - start.wall,
+                "other_processes_cores": others_cores(start, end),
+            }
+        )
+        _print_row(contention[-1])
         tables.append(f"### {section.title}\n\n{markdown(rows)}")
     return tables
 
@@ -362,6 +390,11 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {"machine": info, "reps": reps}
     chosen = [s for s in sections(quick=args.quick, reps=reps) if s.key in only]
     tables = run_sections(chosen, results)
+    tables.append(
+        "### Other processes during each section (cores kept busy, average)\n\n"
+        + markdown(results["contention"])
+    )
+    results["loadavg_at_end"] = machine()["loadavg_at_start"]
     results["targets"] = evaluate(results)
     tables.append(f"### Targets of issue 14\n\n{markdown(results['targets'])}")
     print("\n" + "\n".join(tables))

@@ -3,8 +3,9 @@
 Each :class:`Target` names a section, the row it reads (filters on the row's
 columns, at the issue's size when that was measured, else the largest measured
 size, e.g. in a ``--quick`` run) and a column with its upper bound. :func:`evaluate`
-returns one row per target: the measured figure, the bound, and ``met``, ``MISSED``
-or ``not run`` (the section was not chosen).
+returns one row per target: the measured figure, the bound, ``met``, ``MISSED`` or
+``not run`` (the section was not chosen), and how many cores other processes kept
+busy during the section (a figure measured under contention says so).
 """
 
 from __future__ import annotations
@@ -175,6 +176,9 @@ def evaluate(
     results: dict[str, Any], targets: tuple[Target, ...] = TARGETS
 ) -> list[dict[str, Any]]:
     """One row per target (default :data:`TARGETS`) from the sections in ``results``."""
+    others = {
+        c["section"]: c["other_processes_cores"] for c in results.get("contention", [])
+    }
     out = []
     for target in targets:
         row = _row(target, results.get(target.section) or [])
@@ -192,6 +196,7 @@ def evaluate(
                 "measured": value,
                 "bound": target.bound,
                 "status": status,
+                "other_processes_cores": others.get(target.section),
             }
         )
     return out
