@@ -731,6 +731,12 @@ def test_task_and_seed_filters_select_runs_of_a_preset() -> None:
     assert {c.rounds for c in shakespeare} == {3}
     assert preset_configs("smoke", task="shakespeare") == []
     assert preset_configs("paper", task="shakespeare") == []
+    sub_bit = preset_configs("frontier", settings=["eden bits=0.0*"])
+    assert {c.label for c in sub_bit} == {"eden bits=0.02", "eden bits=0.05"}
+    assert {c.seed for c in sub_bit} == {0, 1, 2}
+    both = preset_configs("frontier", settings=["fp32", "eden bits=0.05"], seeds=[1])
+    assert [c.label for c in both] == ["fp32", "eden bits=0.05"]
+    assert preset_configs("default", settings=["nothing*"]) == []
     first = preset_configs("default", seeds=[0])
     assert first == [c for c in preset_configs("default") if c.seed == 0]
     assert len(first) == len(preset_configs("default")) // 3

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from typing import Any
 
 from .config import RunConfig
@@ -264,12 +265,20 @@ def preset_configs(
     rounds: int | None = None,
     task: str | None = None,
     seeds: Collection[int] | None = None,
+    settings: Collection[str] | None = None,
 ) -> list[RunConfig]:
     """Every run of a preset, in execution order; optionally only one task's, only
-    some seeds' (``seeds``), or with another number of rounds."""
+    some seeds' (``seeds``), only the settings whose label matches one of the shell
+    patterns ``settings`` (e.g. ``"eden bits=0.0*"``), or with another number of
+    rounds."""
     if name not in PRESETS:
         raise ValueError(
             f"Unknown preset {name!r}. Valid presets: {', '.join(PRESETS)}."
         )
     configs = PRESETS[name].configs(rounds=rounds, task=task)
-    return [c for c in configs if seeds is None or c.seed in seeds]
+    return [
+        c
+        for c in configs
+        if (seeds is None or c.seed in seeds)
+        and (settings is None or any(fnmatchcase(c.label, p) for p in settings))
+    ]

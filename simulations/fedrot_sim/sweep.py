@@ -53,6 +53,13 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="run only these seeds of the preset, e.g. 0 or 0,1",
     )
     parser.add_argument(
+        "--settings",
+        type=_pattern_list,
+        default=None,
+        help="run only the settings whose label (as in summary.md) matches one of "
+        "these comma-separated shell patterns, e.g. 'eden bits=0.0*,fp32'",
+    )
+    parser.add_argument(
         "--verbose", action="store_true", help="show Flower's INFO logs"
     )
     parser.add_argument(
@@ -113,6 +120,17 @@ def _seed_list(text: str) -> list[int]:
             f"must be one or more seeds >= 0, e.g. 0,1. Found {text!r}."
         )
     return seeds
+
+
+def _pattern_list(text: str) -> list[str]:
+    """``"fp32,eden bits=0.0*"`` -> ``["fp32", "eden bits=0.0*"]`` (``--settings``)."""
+    patterns = [part.strip() for part in text.split(",") if part.strip()]
+    if not patterns:
+        raise argparse.ArgumentTypeError(
+            f"must be one or more label patterns, e.g. 'fp32,eden bits=1'. Found "
+            f"{text!r}."
+        )
+    return patterns
 
 
 def _run_pending(pending: list[RunConfig], out: Path, *, verbose: bool) -> list[str]:
@@ -184,12 +202,17 @@ def main(argv: list[str] | None = None) -> int:
     """
     args = _parse_args(argv)
     configs = preset_configs(
-        args.preset, rounds=args.rounds, task=args.task, seeds=args.seeds
+        args.preset,
+        rounds=args.rounds,
+        task=args.task,
+        seeds=args.seeds,
+        settings=args.settings,
     )
     if not configs:
         print(
-            f"error: preset {args.preset} has no runs of task {args.task} and seeds "
-            f"{args.seeds}",
+            f"error: preset {args.preset} has no runs of task {args.task}, seeds "
+            f"{args.seeds} and settings {args.settings}; labels are listed in "
+            "summary.md, e.g. 'eden bits=1'",
             file=sys.stderr,
         )
         return 2
