@@ -118,12 +118,8 @@ class DownlinkReceiver:
                 model = decode_model(codec, blob, run_seed=run_seed, version=version)
             elif base < 0 and "full" in payloads:
                 full = self._codec("fp32", "{}")
-                model = decode_model(
-                    full,
-                    bytes(payloads["full"].data),
-                    run_seed=run_seed,
-                    version=version,
-                )
+                blob = _payload(payloads, "full")
+                model = decode_model(full, blob, run_seed=run_seed, version=version)
             else:
                 held = (
                     np.zeros(layout.d, dtype=np.float32)
